@@ -1,0 +1,49 @@
+"""The ``racewire`` command: one entry point, one sub-command per deployable or tool.
+
+Sub-commands import their modules lazily, so ``racewire --help`` is fast and a missing optional
+piece only affects its own command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+# sub-command → module that provides ``add_arguments(parser)`` and ``run(args) -> int``
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("simulator.cli", "Run a synthetic race and produce it to the input topics."),
+    "flow": ("dataflows.cli", "Run a dataflow (e.g. `racewire flow race --workers 2`)."),
+    "registry": ("infra.registry", "Run racewire's own Confluent-compatible schema registry."),
+    "topics": ("infra.topics", "Create racewire's topics on the broker."),
+    "bench": ("infra.bench", "Benchmarks that print JSON (pipeline, ...)."),
+}
+
+
+def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="racewire", description="Real-time F1 race intelligence.")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    wanted = next((a for a in argv if a in COMMANDS), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:  # only import the module of the command being run
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser(argv).parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}',
+    )
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

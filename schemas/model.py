@@ -93,8 +93,11 @@ class _Record:
 
     TOPIC: ClassVar[str]
 
+    __slots__ = ()
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload, no-any-return]
+        # shallow and fast: flat records only; records with nested parts override this
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
@@ -138,6 +141,9 @@ class Session(_Record):
     pit_loss_ms: int | None = None
     source: str = "simulator"
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     def driver(self, number: int) -> Driver | None:
         for d in self.drivers:
             if d.number == number:
@@ -176,7 +182,7 @@ class Lap(_Record):
     deleted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {name: getattr(self, name) for name in self.__slots__}
         d["track_status"] = str(self.track_status)
         return d
 

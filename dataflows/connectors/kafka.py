@@ -1,0 +1,128 @@
+"""Kafka edge of the dataflows: decode input messages, encode output messages, dead letters.
+
+Decoding happens a whole batch at a time (``flat_map_batch``): one Python call per batch of
+messages instead of one per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
+
+from dataflows.race.validate import validate
+from schemas.codec import INPUT_TOPICS, Codec, CodecError
+from schemas.model import DeadLetter, Lap, Leaderboard, RaceEvent
+
+CodecFactory = Callable[[], Codec]
+
+
+@dataclass(slots=True, frozen=True)
+class Rejected:
+    """A message refused at the edge or by a step, with the reason; becomes a dead letter."""
+
+    reason: str
+    error_type: str
+    step: str
+    msg: Any  # the KafkaSourceMessage (or anything with key/value/topic/partition/offset)
+    race_id: str | None = None
+
+
+def make_source(bootstrap: str, topics: Iterable[str] = INPUT_TOPICS, tail: bool = True,
+                batch_size: int = 5000) -> KafkaSource:
+    return KafkaSource(
+        brokers=bootstrap.split(","), topics=list(topics), tail=tail, batch_size=batch_size,
+        raise_on_errors=False,
+        add_config={"fetch.wait.max.ms": "5", "fetch.min.bytes": "1",
+                    "queued.min.messages": "20000"},
+    )
+
+
+class Decoder:
+    """``flat_map_batch`` mapper: messages → ``(record, msg)`` or :class:`Rejected`."""
+
+    def __init__(self, codec_factory: CodecFactory, step: str = "decode") -> None:
+        self._factory = codec_factory
+        self._codec: Codec | None = None
+        self.step = step
+
+    def __call__(self, batch: list[Any]) -> list[tuple[Any, Any] | Rejected]:
+        codec = self._codec
+        if codec is None:
+            codec = self._codec = self._factory()
+        out: list[tuple[Any, Any] | Rejected] = []
+        append = out.append
+        decode = codec.decode_record
+        for msg in batch:
+            if isinstance(msg, KafkaError):
+                append(Rejected(f"broker error: {msg.err}", "BROKER", self.step, msg.msg))
+                continue
+            value = msg.value
+            if value is None:
+                append(Rejected("empty message value (tombstone) on an input topic", "DECODE",
+                                self.step, msg))
+                continue
+            try:
+                record = decode(value)
+            except CodecError as exc:
+                append(Rejected(str(exc), exc.error_type, self.step, msg))
+                continue
+            if msg.topic != record.TOPIC:
+                append(Rejected(
+                    f"record of {record.TOPIC} published on {msg.topic}", "INVALID", self.step, msg,
+                    getattr(record, "race_id", None)))
+                continue
+            why = validate(record)
+            if why is not None:
+                append(Rejected(why, "INVALID", self.step, msg, record.race_id))
+                continue
+            append((record, msg))
+        return out
+
+
+def is_lap(item: tuple[Any, Any]) -> bool:
+    return isinstance(item[0], Lap)
+
+
+def dead_letter(rej: Rejected) -> DeadLetter:
+    msg = rej.msg
+    return DeadLetter(
+        source_topic=getattr(msg, "topic", None) or "unknown",
+        reason=rej.reason,
+        error_type=rej.error_type,
+        step=rej.step,
+        received_at=datetime.now(UTC),
+        key=getattr(msg, "key", None),
+        value=getattr(msg, "value", None),
+        partition=getattr(msg, "partition", None),
+        offset=getattr(msg, "offset", None),
+        race_id=rej.race_id,
+    )
+
+
+class Encoder:
+    """Output objects → :class:`KafkaSinkMessage` for the output topics."""
+
+    def __init__(self, codec_factory: CodecFactory) -> None:
+        self._factory = codec_factory
+        self._codec: Codec | None = None
+
+    def __call__(self, item: Leaderboard | RaceEvent | DeadLetter | Any) -> KafkaSinkMessage:
+        codec = self._codec
+        if codec is None:
+            codec = self._codec = self._factory()
+        if isinstance(item, DeadLetter):
+            return KafkaSinkMessage(key=item.key, value=codec.encode(item.TOPIC, item),
+                                    topic=item.TOPIC)
+        return KafkaSinkMessage(key=item.race_id.encode(), value=codec.encode(item.TOPIC, item),
+                                topic=item.TOPIC)
+
+
+def source_message(topic: str, key: str | bytes | None, value: bytes | None, partition: int = 0,
+                   offset: int = 0) -> KafkaSourceMessage:
+    """A message as the Kafka source would emit it (for testing sources and tools)."""
+    k = key.encode() if isinstance(key, str) else key
+    return KafkaSourceMessage(key=k, value=value, topic=topic, partition=partition, offset=offset)

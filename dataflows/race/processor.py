@@ -1,0 +1,135 @@
+"""What the race-level operator does with a batch: buffer until the session is known, apply,
+and coalesce leaderboard snapshots.
+
+Coalescing: a change at the timing line (a lap completed, a pit, a retirement, a flag) produces a
+snapshot at the end of the batch it arrived in, at once. A running-order change seen only in
+telemetry is throttled to ``max_rate_hz`` snapshots per second of wall-clock time: the first goes
+out at once (leading edge) and, if more changes follow within the interval, one more goes out
+when it ends (trailing edge), so the final state is never held back. Time is passed in, so this
+stays pure and testable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dataflows.race.driver import Rejection
+from dataflows.race.state import RaceState
+from schemas.model import Leaderboard, RaceEvent, Session
+
+#: records held for a race whose session has not arrived yet; beyond this they are rejected
+MAX_PENDING = 500_000
+
+
+@dataclass(slots=True, frozen=True)
+class Rejected:
+    """An input the race state refused, with whatever the caller attached to it."""
+
+    rejection: Rejection
+    ref: Any
+
+
+Output = Leaderboard | RaceEvent | Rejected
+
+
+@dataclass(slots=True)
+class Throttle:
+    """Leading + trailing edge rate limit.
+
+    >>> t = Throttle(min_interval_s=0.25)
+    >>> t.offer(10.0), t.offer(10.1), t.due(10.2), t.due(10.3)
+    (True, False, False, True)
+    """
+
+    min_interval_s: float
+    last_s: float = float("-inf")
+    pending: bool = False
+
+    def offer(self, now_s: float) -> bool:
+        """A change happened: True if it may go out now, else it is held as pending."""
+        if now_s - self.last_s >= self.min_interval_s:
+            self.last_s, self.pending = now_s, False
+            return True
+        self.pending = True
+        return False
+
+    def sent(self, now_s: float) -> None:
+        """A snapshot went out for another reason (it carries the pending change too)."""
+        self.last_s, self.pending = now_s, False
+
+    def due(self, now_s: float) -> bool:
+        """Trailing edge: True when a pending change should go out now."""
+        if self.pending and now_s - self.last_s >= self.min_interval_s:
+            self.last_s, self.pending = now_s, False
+            return True
+        return False
+
+    def deadline(self) -> float | None:
+        return self.last_s + self.min_interval_s if self.pending else None
+
+
+@dataclass(slots=True)
+class RaceProcessor:
+    race_id: str
+    max_rate_hz: float = 4.0
+    state: RaceState | None = None
+    pending: list[tuple[Any, Any]] = field(default_factory=list)
+    throttle: Throttle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.throttle = Throttle(1.0 / self.max_rate_hz)
+
+    def on_batch(self, items: Iterable[tuple[Any, Any]], now_s: float) -> list[Output]:
+        """Apply ``(record, ref)`` pairs; returns events, rejections and at most one snapshot."""
+        out: list[Output] = []
+        for record, ref in items:
+            state = self.state
+            if state is None:
+                if isinstance(record, Session):
+                    self.state = RaceState(record)
+                    self.state.version = 1
+                    held, self.pending = self.pending, []
+                    out.extend(self.on_batch(held, now_s))
+                elif len(self.pending) < MAX_PENDING:
+                    self.pending.append((record, ref))
+                else:
+                    out.append(Rejected(Rejection(
+                        f"no f1.race.session record for race {self.race_id} after "
+                        f"{MAX_PENDING} records; publish the session first", "NO_SESSION"), ref))
+                continue
+            result = state.apply(record)
+            if isinstance(result, Rejection):
+                out.append(Rejected(result, ref))
+            else:
+                out.extend(result)
+        out.extend(self._snapshot(now_s))
+        return out
+
+    def _snapshot(self, now_s: float) -> list[Output]:
+        state = self.state
+        if state is None:
+            return []
+        if state.timing_dirty:
+            state.timing_dirty = state.order_dirty = False
+            self.throttle.sent(now_s)
+            return [state.leaderboard("timing")]
+        if state.order_dirty and self.throttle.offer(now_s):
+            state.order_dirty = False
+            return [state.leaderboard("telemetry")]
+        return []
+
+    def on_notify(self, now_s: float) -> list[Output]:
+        """Trailing edge of the telemetry throttle."""
+        state = self.state
+        if state is not None and state.order_dirty and self.throttle.due(now_s):
+            state.order_dirty = False
+            return [state.leaderboard("telemetry")]
+        return []
+
+    def notify_at_s(self) -> float | None:
+        state = self.state
+        if state is None or not state.order_dirty:
+            return None
+        return self.throttle.deadline()

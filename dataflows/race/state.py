@@ -1,0 +1,421 @@
+"""Race-level state (keyed ``race_id``): order, gaps, fastest lap, overtakes, flag, hero.
+
+``RaceState.apply(record)`` takes one input (a :class:`Session`, a :class:`Control`, a
+:class:`Telemetry` sample, or a :class:`DriverUpdate` from the per-driver step) and returns the
+race events it causes, or a :class:`Rejection`. ``RaceState.leaderboard()`` renders the timing
+tower. Every event id is derived from the facts of the event, and every decision about laps is a
+function of crossing times, so the same input gives the same events whatever the interleaving of
+partitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dataflows.race import overtakes as ot
+from dataflows.race.driver import DriverUpdate, Rejection
+from dataflows.race.finish import (
+    Finisher,
+    HeroResult,
+    all_finished,
+    classification_order,
+    finishers,
+    last_lap_hero,
+    status_text,
+)
+from dataflows.race.live_order import LiveOrder
+from dataflows.race.timing import TimingLine
+from schemas.model import (
+    CarStatus,
+    ClassifiedCar,
+    Control,
+    ControlKind,
+    Driver,
+    EventType,
+    FastestLap,
+    Hero,
+    Leaderboard,
+    LeaderboardRow,
+    RaceEvent,
+    Session,
+    Telemetry,
+    TrackStatus,
+)
+
+#: default hysteresis of the live order, metres (two cars side by side are < 5 m apart)
+HYSTERESIS_M = 15.0
+_FALLBACK_TRACK_M = 5000
+
+
+@dataclass(slots=True)
+class CarInfo:
+    """Per-car facts for the tower, as last reported by the per-driver step and telemetry."""
+
+    driver: Driver
+    last_lap_ms: int | None = None
+    best_lap_ms: int | None = None
+    pit_count: int = 0
+    compound: str | None = None
+    tyre_age: int | None = None
+    stint: int = 1
+    in_pit: bool = False
+    x: float | None = None
+    y: float | None = None
+    speed_kph: float | None = None
+    telemetry_ms: int = -1
+
+
+class RaceState:
+    """All race-level state of one race."""
+
+    def __init__(self, session: Session) -> None:
+        self.race_id = session.race_id
+        self.session = session
+        grid = {n: i + 1 for i, n in enumerate(session.grid)}
+        for d in session.drivers:
+            grid.setdefault(d.number, len(grid) + 1)
+        self.timing = TimingLine(grid, grid_known=bool(session.grid))
+        self.cars: dict[int, CarInfo] = {d.number: CarInfo(d) for d in session.drivers}
+        track_m = session.track_length_m or _FALLBACK_TRACK_M
+        start_order = sorted(grid, key=grid.__getitem__)
+        self.live = LiveOrder(start_order, hysteresis=HYSTERESIS_M / track_m)
+        self.track_status = TrackStatus.GREEN
+        self.track_status_ms = -1
+        self.chequered_ms: int | None = None
+        self.fastest: FastestLap | None = None
+        self.finished: dict[int, Finisher] = {}
+        self.hero: HeroResult | None = None
+        self.final = False
+        self.version = 0
+        self.ts_ms = 0
+        self.emitted: set[str] = set()
+        #: set when something at the timing line changed since the last snapshot
+        self.timing_dirty = True
+        #: set when only the telemetry running order changed since the last snapshot
+        self.order_dirty = False
+
+    # ------------------------------------------------------------------ input
+    def apply(self, record: object) -> list[RaceEvent] | Rejection:
+        if isinstance(record, Telemetry):
+            return self._telemetry(record)
+        if isinstance(record, DriverUpdate):
+            return self._lap(record)
+        if isinstance(record, Control):
+            return self._control(record)
+        if isinstance(record, Session):
+            return self._session(record)
+        return Rejection(f"unsupported record {type(record).__name__}", "INVALID")
+
+    def _unknown(self, number: int | None) -> Rejection:
+        known = sorted(self.cars)
+        return Rejection(
+            f"unknown driver {number} in race {self.race_id} (entry list: {known})", "UNKNOWN_DRIVER"
+        )
+
+    def _session(self, s: Session) -> list[RaceEvent]:
+        self.version += 1
+        for d in s.drivers:
+            if d.number not in self.cars:
+                self.cars[d.number] = CarInfo(d)
+                self.timing.car(d.number)
+                self.live.sync(d.number, 0.0)
+            else:
+                self.cars[d.number].driver = d
+        self.session = s
+        self.timing_dirty = True
+        return []
+
+    def _telemetry(self, t: Telemetry) -> list[RaceEvent] | Rejection:
+        car = self.cars.get(t.driver_number)
+        if car is None:
+            return self._unknown(t.driver_number)
+        self.version += 1
+        if t.ts_ms > self.ts_ms:
+            self.ts_ms = t.ts_ms
+        if t.ts_ms < car.telemetry_ms:
+            return []  # an older sample than one already applied
+        car.telemetry_ms = t.ts_ms
+        car.x, car.y, car.speed_kph = t.x, t.y, t.speed_kph
+        if car.in_pit != t.in_pit:
+            car.in_pit = t.in_pit
+            self.order_dirty = True
+        progress = t.lap - 1 + t.progress
+        if progress >= self.timing.cars[t.driver_number].laps and self.live.update(
+            t.driver_number, progress
+        ):
+            self.order_dirty = True
+        return []
+
+    def _lap(self, u: DriverUpdate) -> list[RaceEvent] | Rejection:
+        lap = u.lap
+        n = lap.driver_number
+        car = self.cars.get(n)
+        if car is None:
+            return self._unknown(n)
+        timing_car = self.timing.cars[n]
+        if lap.lap != timing_car.laps + 1:
+            return Rejection(
+                f"lap {lap.lap} of car {n} out of sequence: race has {timing_car.laps} laps for it",
+                "OUT_OF_SEQUENCE",
+            )
+        self.version += 1
+        self.ts_ms = max(self.ts_ms, lap.crossing_ms)
+        self.timing.add(
+            n, lap.lap, lap.crossing_ms, lap.lap_time_ms, lap.pit_in, lap.pit_out,
+            lap.track_status.neutralised,
+        )
+        car.last_lap_ms, car.best_lap_ms = u.last_lap_ms, u.best_lap_ms
+        car.pit_count, car.compound, car.tyre_age, car.stint = (
+            u.pit_count, u.compound, u.tyre_age, u.stint)
+        car.in_pit = lap.pit_in
+        self.timing_dirty = True
+        self.live.sync(n, float(lap.lap))
+
+        events: list[RaceEvent] = []
+        code = car.driver.code
+        if u.personal_best:
+            events.append(self._event(
+                f"pb:{n}:{lap.lap}", EventType.PERSONAL_BEST, lap.crossing_ms, lap.lap, n,
+                lap_time_ms=lap.lap_time_ms, message=f"{code} personal best {_fmt(lap.lap_time_ms)}"))
+        if lap.lap_time_ms is not None and not lap.deleted and (
+            self.fastest is None
+            or (lap.lap_time_ms, lap.crossing_ms) < (self.fastest.lap_time_ms, self.fastest.crossing_ms)
+        ):
+            self.fastest = FastestLap(n, code, lap.lap, lap.lap_time_ms, lap.crossing_ms)
+            events.append(self._event(
+                f"fastest:{n}:{lap.lap}", EventType.FASTEST_LAP, lap.crossing_ms, lap.lap, n,
+                lap_time_ms=lap.lap_time_ms, message=f"{code} fastest lap {_fmt(lap.lap_time_ms)}"))
+        if u.pit_stop_lap is not None:
+            events.append(self._event(
+                f"pit:{n}:{u.pit_stop_lap}", EventType.PIT_STOP, lap.crossing_ms, u.pit_stop_lap, n,
+                pit_lane_ms=lap.pit_lane_ms,
+                message=f"{code} pitted at the end of lap {u.pit_stop_lap}"
+                + (f", now on {u.compound}" if u.compound else "")))
+        events.extend(self._overtake_events(ot.after_lap(self.timing, n, lap.lap)))
+        if lap.lap >= self.session.total_laps and (
+            self.chequered_ms is None or lap.crossing_ms < self.chequered_ms
+        ):
+            events.extend(self._chequered(lap.crossing_ms))
+        events.extend(self._finishes())
+        return [e for e in events if e is not None]
+
+    def _control(self, c: Control) -> list[RaceEvent] | Rejection:
+        if c.driver_number is not None and c.driver_number not in self.cars:
+            return self._unknown(c.driver_number)
+        self.version += 1
+        self.ts_ms = max(self.ts_ms, c.ts_ms)
+        lap = self._leader_lap()
+        events: list[RaceEvent | None] = []
+        if c.kind is ControlKind.TRACK_STATUS and c.track_status is not None:
+            if c.ts_ms >= self.track_status_ms:
+                self.track_status, self.track_status_ms = c.track_status, c.ts_ms
+                self.timing_dirty = True
+            events.append(self._event(
+                f"flag:{c.ts_ms}:{c.track_status}", EventType.FLAG, c.ts_ms, c.lap or lap,
+                track_status=c.track_status, message=c.message or _flag_text(c.track_status)))
+        elif c.kind is ControlKind.RACE_START:
+            events.append(self._event("start", EventType.RACE_START, c.ts_ms, 0,
+                                      message=c.message or "Lights out and away we go"))
+        elif c.kind is ControlKind.CHEQUERED_FLAG:
+            if self.chequered_ms is None or c.ts_ms < self.chequered_ms:
+                events.extend(self._chequered(c.ts_ms))
+                events.extend(self._finishes())
+        elif c.kind is ControlKind.RETIREMENT and c.driver_number is not None:
+            events.extend(self._retire(c.driver_number, c.ts_ms, c.message))
+        elif c.kind is ControlKind.PENALTY:
+            events.append(self._event(
+                f"penalty:{c.event_id}", EventType.PENALTY, c.ts_ms, c.lap or lap, c.driver_number,
+                message=c.message))
+        return [e for e in events if e is not None]
+
+    def _retire(self, n: int, ts_ms: int, message: str) -> list[RaceEvent | None]:
+        tc = self.timing.cars[n]
+        if tc.retired_ms is not None and tc.retired_ms <= ts_ms:
+            return []
+        if n in self.finished:
+            return []  # stopping after the flag is not a retirement
+        tc.retired_ms = ts_ms
+        self.live.retire(n)
+        self.timing_dirty = True
+        code = self.cars[n].driver.code
+        events: list[RaceEvent | None] = [self._event(
+            f"retired:{n}", EventType.RETIREMENT, ts_ms, tc.laps + 1, n,
+            message=message or f"{code} retires after {tc.laps} laps")]
+        events.extend(self._overtake_events(ot.after_retirement(self.timing, n)))
+        events.extend(self._finishes())
+        return events
+
+    # ------------------------------------------------------------------ derived events
+    def _event(self, key: str, type_: EventType, ts_ms: int, lap: int, driver: int | None = None,
+               other: int | None = None, **fields: object) -> RaceEvent | None:
+        event_id = f"{self.race_id}:{key}"
+        if event_id in self.emitted:
+            return None
+        self.emitted.add(event_id)
+        return RaceEvent(
+            event_id=event_id, race_id=self.race_id, type=type_, ts_ms=ts_ms, lap=lap,
+            driver_number=driver, code=None if driver is None else self.cars[driver].driver.code,
+            other_driver_number=other,
+            other_code=None if other is None else self.cars[other].driver.code,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def _overtake_events(self, found: list[ot.Overtake]) -> list[RaceEvent | None]:
+        out = []
+        for o in found:
+            a, b = self.cars[o.driver].driver.code, self.cars[o.passed].driver.code
+            how = {"ON_TRACK": "on track", "PIT": "through the pits", "RETIREMENT": "as he slows"}[o.kind]
+            out.append(self._event(
+                f"overtake:{o.lap}:{o.driver}:{o.passed}", EventType.OVERTAKE, o.ts_ms, o.lap,
+                o.driver, o.passed, overtake_kind=o.kind, under_safety_car=o.under_safety_car,
+                message=f"{a} passes {b} {how} on lap {o.lap}"
+                + (" (under neutralisation)" if o.under_safety_car else "")))
+        return out
+
+    def _chequered(self, ts_ms: int) -> list[RaceEvent | None]:
+        first = self.chequered_ms is None
+        self.chequered_ms = ts_ms
+        self.timing_dirty = True
+        if not first:
+            return []
+        return [self._event("chequered", EventType.CHEQUERED_FLAG, ts_ms, self.session.total_laps,
+                            message="Chequered flag")]
+
+    def _finishes(self) -> list[RaceEvent | None]:
+        if self.chequered_ms is None:
+            return []
+        done = finishers(self.timing, self.chequered_ms)
+        events: list[RaceEvent | None] = []
+        new = [n for n in done if n not in self.finished]
+        self.finished = done
+        order = classification_order(self.timing, done)
+        positions = {n: i + 1 for i, n in enumerate(order)}
+        for n in sorted(new, key=lambda k: done[k].crossing_ms):
+            f = done[n]
+            self.live.freeze(n, float(f.lap))
+            events.append(self._event(
+                f"finished:{n}", EventType.FINISHED, f.crossing_ms, f.lap, n, position=positions[n],
+                positions_gained=self._gained(n, positions),
+                message=f"{self.cars[n].driver.code} takes the flag in P{positions[n]}"))
+        hero = last_lap_hero(self.timing, done, positions)
+        if hero is not None and (self.hero is None or (hero.number, hero.final) != (self.hero.number, self.hero.final)
+                                 or hero.positions_gained != self.hero.positions_gained):
+            self.hero = hero
+            tag = "final" if hero.final else "provisional"
+            code = self.cars[hero.number].driver.code
+            events.append(self._event(
+                f"hero:{hero.number}:{tag}", EventType.LAST_LAP_HERO,
+                done[hero.number].crossing_ms, hero.lap, hero.number, lap_time_ms=hero.lap_time_ms,
+                positions_gained=hero.positions_gained, provisional=not hero.final,
+                message=f"{code} is the {'' if hero.final else 'provisional '}last-lap hero: "
+                        f"{_fmt(hero.lap_time_ms)} on the final lap"))
+        if all_finished(self.timing, done) and not self.final:
+            self.final = True
+            self.live.reset(order)
+            events.append(self._event(
+                "classification", EventType.CLASSIFICATION, max(f.crossing_ms for f in done.values()),
+                self.session.total_laps, classification=self.classification(),
+                message="Final classification"))
+        return events
+
+    def _gained(self, n: int, positions: dict[int, int]) -> int | None:
+        f = self.finished.get(n)
+        if f is None:
+            return None
+        before = self.timing.position_at(n, f.lap - 1)
+        return None if before is None else before - positions[n]
+
+    # ------------------------------------------------------------------ views
+    def _leader_lap(self) -> int:
+        laps = max((c.laps for c in self.timing.cars.values()), default=0)
+        return min(laps + 1, self.session.total_laps) if self.chequered_ms is None else self.session.total_laps
+
+    def classification(self) -> list[ClassifiedCar]:
+        done = self.finished
+        order = classification_order(self.timing, done)
+        if not order:
+            return []
+        winner = order[0]
+        winner_laps = done[winner].lap if winner in done else self.timing.cars[winner].laps
+        rows = []
+        for i, n in enumerate(order):
+            tc = self.timing.cars[n]
+            f = done.get(n)
+            laps = f.lap if f else tc.laps
+            retired = f is None and tc.retired_ms is not None
+            t = f.crossing_ms if f else (tc.last_crossing() if tc.laps else None)
+            wt = self.timing.cars[winner].crossing(laps) if laps else None
+            gap = t - wt if (t is not None and wt is not None and laps == winner_laps and i) else None
+            rows.append(ClassifiedCar(
+                position=i + 1, driver_number=n, code=self.cars[n].driver.code, laps=laps,
+                status=status_text(laps, winner_laps, retired), time_ms=t, gap_ms=gap,
+                gap_laps=max(0, winner_laps - laps)))
+        return rows
+
+    def leaderboard(self, reason: str = "timing") -> Leaderboard:
+        timing_order = self.timing.order()
+        timing_pos = {n: i + 1 for i, n in enumerate(timing_order)}
+        final_positions = {n: i + 1 for i, n in enumerate(classification_order(self.timing, self.finished))}
+        rows = []
+        live = self.live.order
+        for i, n in enumerate(live):
+            info, tc = self.cars[n], self.timing.cars[n]
+            tp = timing_pos[n]
+            ahead = timing_order[tp - 2] if tp > 1 else None
+            gap_ms, gap_laps = self.timing.gap(n, timing_order)
+            int_ms, int_laps = self.timing.interval(n, ahead)
+            if n in self.finished:
+                status = CarStatus.FINISHED
+            elif tc.retired_ms is not None:
+                status = CarStatus.RETIRED
+            elif info.in_pit:
+                status = CarStatus.PIT
+            else:
+                status = CarStatus.RUNNING
+            rows.append(LeaderboardRow(
+                position=i + 1, driver_number=n, code=info.driver.code, team=info.driver.team,
+                team_colour=info.driver.team_colour, laps=tc.laps,
+                progress=round(self.live.progress.get(n, float(tc.laps)), 4), status=status,
+                timing_position=tp, gap_ms=gap_ms, gap_laps=gap_laps, interval_ms=int_ms,
+                interval_laps=int_laps, last_lap_ms=info.last_lap_ms, best_lap_ms=info.best_lap_ms,
+                compound=info.compound, tyre_age=info.tyre_age, pit_count=info.pit_count,
+                positions_gained_last_lap=self._gained(n, final_positions) if n in self.finished else None,
+            ))
+        hero = None
+        if self.hero is not None:
+            h = self.hero
+            hero = Hero(h.number, self.cars[h.number].driver.code, h.lap, h.lap_time_ms,
+                        h.positions_gained, h.final)
+        return Leaderboard(
+            race_id=self.race_id, version=self.version, ts_ms=self.ts_ms, lap=self._leader_lap(),
+            total_laps=self.session.total_laps, track_status=self.track_status,
+            finished=self.chequered_ms is not None, final=self.final, rows=rows,
+            fastest_lap=self.fastest, hero=hero, reason=reason,
+        )
+
+    def positions(self) -> dict[int, tuple[float, float]]:
+        """Last known x/y of each car (for the track map)."""
+        return {n: (c.x, c.y) for n, c in self.cars.items() if c.x is not None and c.y is not None}
+
+
+def _fmt(ms: int | None) -> str:
+    """Lap time as m:ss.mmm.
+
+    >>> _fmt(94570)
+    '1:34.570'
+    """
+    if ms is None:
+        return "-"
+    minutes, rest = divmod(ms, 60_000)
+    return f"{minutes}:{rest // 1000:02d}.{rest % 1000:03d}"
+
+
+def _flag_text(status: TrackStatus) -> str:
+    return {
+        TrackStatus.GREEN: "Green flag: track clear",
+        TrackStatus.YELLOW: "Yellow flag",
+        TrackStatus.SC: "Safety car deployed",
+        TrackStatus.VSC: "Virtual safety car deployed",
+        TrackStatus.VSC_ENDING: "Virtual safety car ending",
+        TrackStatus.RED: "Red flag: session suspended",
+    }[status]

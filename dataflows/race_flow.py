@@ -1,0 +1,145 @@
+"""The race dataflow: wiring only. Read it top-down, source to sinks.
+
+    input ─ decode ─┬─ laps ─ key race:driver ─ driver-state ─┐
+                    ├─ session / control / telemetry ─────────┴─ key race ─ race-state ─┬─ Redis
+                    └─ rejected ─────────────────────────────────────── dead letters ───┴─ Kafka
+
+``build_race_flow`` takes its source and sinks, so the same flow runs against Kafka in production
+and against testing sources in tests.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import Sink
+
+from dataflows.connectors.kafka import CodecFactory, Decoder, Encoder, Rejected, dead_letter, is_lap
+from dataflows.connectors.redis_sink import BoardUpdate
+from dataflows.race.driver import DriverState, DriverUpdate, Rejection
+from dataflows.race.processor import RaceProcessor
+from dataflows.race.processor import Rejected as RaceRejected
+from schemas.model import Leaderboard, RaceEvent
+
+
+@dataclass(frozen=True)
+class RaceSinks:
+    """Where the race flow writes. ``kafka`` gets encoded messages for every output topic
+    (dead letters included); ``redis`` gets :class:`BoardUpdate` and :class:`RaceEvent`."""
+
+    kafka: Sink[Any] | None = None
+    redis: Sink[Any] | None = None
+    #: optional: every output object, unencoded (tests and tools)
+    raw: Sink[Any] | None = None
+
+
+def _driver_step(state: DriverState | None, item: tuple[Any, Any]) -> tuple[DriverState, list[Any]]:
+    state = state or DriverState()
+    lap, msg = item
+    result = state.update(lap)
+    if result is None:
+        return state, []  # exact retry of a record already applied: idempotent
+    if isinstance(result, Rejection):
+        return state, [Rejected(result.reason, result.error_type, "driver-state", msg, lap.race_id)]
+    return state, [(result, msg)]
+
+
+class RaceLogic(StatefulBatchLogic[Any, Any, RaceProcessor]):
+    """Bytewax glue around :class:`RaceProcessor` (pure); adds the wall clock."""
+
+    def __init__(self, race_id: str, resume: RaceProcessor | None, max_rate_hz: float) -> None:
+        self.proc = resume or RaceProcessor(race_id, max_rate_hz)
+
+    def _wrap(self, outputs: list[Any]) -> list[Any]:
+        state = self.proc.state
+        out: list[Any] = []
+        for o in outputs:
+            if isinstance(o, Leaderboard) and state is not None:
+                out.append(BoardUpdate(o, state.positions(), state.session.name))
+            elif isinstance(o, RaceRejected):
+                out.append(Rejected(o.rejection.reason, o.rejection.error_type, "race-state", o.ref,
+                                    self.proc.race_id))
+            else:
+                out.append(o)
+        return out
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+        if not self.proc.race_id and values:
+            self.proc.race_id = str(values[0][0].race_id)
+        return self._wrap(self.proc.on_batch(values, time.monotonic())), StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        return self._wrap(self.proc.on_notify(time.monotonic())), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        deadline = self.proc.notify_at_s()
+        if deadline is None:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=max(0.0, deadline - time.monotonic()))
+
+    def snapshot(self) -> RaceProcessor:
+        return self.proc
+
+
+def _race_key(item: tuple[Any, Any]) -> str:
+    return str(item[0].race_id)
+
+
+def _driver_key(item: tuple[Any, Any]) -> str:
+    rec = item[0]
+    return f"{rec.race_id}:{rec.driver_number}"
+
+
+def _is_rejected(item: Any) -> bool:
+    return isinstance(item, Rejected)
+
+
+def _to_kafka_object(item: Any) -> Any:
+    if isinstance(item, BoardUpdate):
+        return item.board
+    if isinstance(item, Rejected):
+        return dead_letter(item)
+    return item
+
+
+def _for_redis(item: Any) -> bool:
+    return isinstance(item, (BoardUpdate, RaceEvent))
+
+
+def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecFactory,
+                    max_rate_hz: float = 4.0, flow_id: str = "racewire-race") -> Dataflow:
+    flow = Dataflow(flow_id)
+    messages = op.input("kafka-input", flow, source)
+    decoded = op.flat_map_batch("decode", messages, Decoder(codec_factory))
+    bad = op.branch("split-decode-errors", decoded, _is_rejected)
+    by_topic = op.branch("split-laps", bad.falses, is_lap)
+
+    laps = op.key_on("key-by-driver", by_topic.trues, _driver_key)
+    driver_out = op.key_rm("unkey-driver", op.stateful_flat_map("driver-state", laps, _driver_step))
+    driver_bad = op.branch("split-driver-errors", driver_out, _is_rejected)
+
+    race_in = op.merge("merge-race-input", driver_bad.falses, by_topic.falses)
+    race_keyed = op.key_on("key-by-race", race_in, _race_key)
+    race_out = op.key_rm("unkey-race", op.stateful_batch(
+        "race-state", race_keyed, lambda resume: RaceLogic("", resume, max_rate_hz)))
+
+    outputs = op.merge("merge-outputs", race_out, bad.trues, driver_bad.trues)
+    if sinks.raw is not None:
+        op.output("raw-output", op.map("to-objects", outputs, _to_kafka_object), sinks.raw)
+    if sinks.kafka is not None:
+        encoded = op.map("encode", op.map("to-records", outputs, _to_kafka_object),
+                         Encoder(codec_factory))
+        op.output("kafka-output", encoded, sinks.kafka)
+    if sinks.redis is not None:
+        op.output("redis-output", op.filter("for-redis", outputs, _for_redis), sinks.redis)
+    return flow
+
+
+__all__ = ["DriverUpdate", "RaceLogic", "RaceSinks", "build_race_flow"]

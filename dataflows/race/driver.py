@@ -77,10 +77,11 @@ class DriverState:
         self.last_lap_ms = lap.lap_time_ms
 
         personal_best = False
-        if lap.lap_time_ms is not None and not lap.deleted:
-            if self.best_lap_ms is None or lap.lap_time_ms < self.best_lap_ms:
-                personal_best = self.best_lap_ms is not None
-                self.best_lap_ms = lap.lap_time_ms
+        if lap.lap_time_ms is not None and not lap.deleted and (
+            self.best_lap_ms is None or lap.lap_time_ms < self.best_lap_ms
+        ):
+            personal_best = self.best_lap_ms is not None
+            self.best_lap_ms = lap.lap_time_ms
 
         pit_stop_lap = None
         if lap.pit_out and self.pending_in_lap is not None:
@@ -90,7 +91,7 @@ class DriverState:
             self.stint += 1
         elif lap.pit_out and lap.lap == 1:
             pass  # pit-lane start: not a stop
-        self.pending_in_lap = lap.lap if lap.pit_in and not lap.track_status == "RED" else None
+        self.pending_in_lap = lap.lap if lap.pit_in and lap.track_status != "RED" else None
         if lap.compound is not None:
             if self.compound is not None and lap.compound != self.compound and pit_stop_lap is None:
                 # compound change without a recorded stop (feed gap): still a new stint

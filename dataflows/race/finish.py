@@ -81,7 +81,7 @@ def last_lap_hero(
 ) -> HeroResult | None:
     """Fastest own final lap among finishers (ties → earlier crossing), with positions gained.
 
-    positions gained = position at the end of the car's previous lap − classified position.
+    positions gained = position at the end of the car's previous lap - classified position.
     """
     best: Finisher | None = None
     for f in done.values():

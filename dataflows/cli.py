@@ -1,0 +1,128 @@
+"""``racewire flow race``: run the race dataflow against Kafka, Redis and the schema registry.
+
+``--workers N`` runs N Bytewax worker processes (a cluster on this machine; each reads its share
+of the input partitions), so the work is not limited by one interpreter lock. ``--threads``
+runs N workers as threads of one process instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+log = logging.getLogger("racewire.flow")
+
+FLOWS = ("race",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", choices=FLOWS, help="which dataflow")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default RACEWIRE_WORKERS or 1)")
+    parser.add_argument("--threads", action="store_true", help="run the workers as threads of one process")
+    parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default RACEWIRE_KAFKA_BOOTSTRAP)")
+    parser.add_argument("--redis-url", default=None, help="Redis URL (default RACEWIRE_REDIS_URL)")
+    parser.add_argument("--registry-url", default=None,
+                        help="schema registry URL (default RACEWIRE_SCHEMA_REGISTRY_URL)")
+    parser.add_argument("--max-rate", type=float, default=None,
+                        help="most telemetry-driven leaderboard snapshots per second per race")
+    parser.add_argument("--no-redis", action="store_true", help="write only to the Kafka output topics")
+    parser.add_argument("--recovery-dir", default=None, help="enable Bytewax recovery with this directory")
+    parser.add_argument("--process-id", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--addresses", default=None, help=argparse.SUPPRESS)
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    from infra.settings import load_settings
+
+    s = load_settings(kafka_bootstrap=args.bootstrap, redis_url=args.redis_url,
+                      schema_registry_url=args.registry_url, workers=args.workers,
+                      leaderboard_max_rate_hz=args.max_rate)
+    missing = [name for name, value in (("RACEWIRE_KAFKA_BOOTSTRAP (--bootstrap)", s.kafka_bootstrap),
+                                        ("RACEWIRE_SCHEMA_REGISTRY_URL (--registry-url)", s.schema_registry_url),
+                                        ("RACEWIRE_REDIS_URL (--redis-url)", s.redis_url or args.no_redis))
+               if not value]
+    if missing:
+        raise SystemExit(f"racewire flow: set {', '.join(missing)}, or use `racewire up` to start everything")
+    return {"settings": s}
+
+
+def build(args: argparse.Namespace) -> Any:
+    from dataflows.connectors.kafka import make_source
+    from dataflows.connectors.redis_sink import RedisSink
+    from dataflows.race_flow import RaceSinks, build_race_flow
+    from schemas.codec import Codec, make_registry_client
+
+    s = _config(args)["settings"]
+    from bytewax.connectors.kafka import KafkaSink
+
+    url = s.schema_registry_url
+
+    def codec_factory() -> Codec:
+        return Codec(make_registry_client(url))
+
+    sinks = RaceSinks(
+        kafka=KafkaSink(s.kafka_bootstrap.split(","), topic=None,
+                        add_config={"linger.ms": "2", "enable.idempotence": "true"}),
+        redis=None if args.no_redis else RedisSink(s.redis_url, s.events_stream_maxlen),
+    )
+    return build_race_flow(make_source(s.kafka_bootstrap), sinks, codec_factory, s.leaderboard_max_rate_hz)
+
+
+def _recovery(args: argparse.Namespace) -> Any:
+    if not args.recovery_dir:
+        return None
+    from pathlib import Path
+
+    from bytewax.recovery import RecoveryConfig
+
+    return RecoveryConfig(Path(args.recovery_dir))
+
+
+def run(args: argparse.Namespace) -> int:
+    from bytewax._bytewax import cli_main
+
+    s = _config(args)["settings"]
+    workers = s.workers
+    if args.addresses is not None or args.threads or workers == 1:
+        flow = build(args)
+        procs = args.addresses.split(";") if args.addresses else None
+        log.info("race dataflow starting: %s", {"workers": workers if args.threads else 1,
+                                                "process": args.process_id})
+        cli_main(flow, workers_per_process=workers if args.threads else 1,
+                 process_id=args.process_id, addresses=procs, recovery_config=_recovery(args))
+        return 0
+    return _run_cluster(args, workers)
+
+
+def _run_cluster(args: argparse.Namespace, workers: int) -> int:
+    """Spawn ``workers`` processes that form one Bytewax cluster; stop them together."""
+    from infra.services import free_port
+
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(workers))
+    base = [sys.executable, "-m", "infra.cli", "flow", "race", "--workers", str(workers),
+            "--addresses", addresses]
+    for flag, value in (("--bootstrap", args.bootstrap), ("--redis-url", args.redis_url),
+                        ("--registry-url", args.registry_url), ("--max-rate", args.max_rate),
+                        ("--recovery-dir", args.recovery_dir)):
+        if value is not None:
+            base += [flag, str(value)]
+    if args.no_redis:
+        base.append("--no-redis")
+    children = [subprocess.Popen([*base, "--process-id", str(i)], env=os.environ.copy())
+                for i in range(workers)]
+    log.info("race dataflow cluster: %d processes at %s", workers, addresses)
+
+    def stop(signum: int, _frame: Any) -> None:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    codes = [c.wait() for c in children]
+    return max(codes, default=0)

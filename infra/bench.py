@@ -1,0 +1,192 @@
+"""``racewire bench …``: benchmarks that print JSON.
+
+``racewire bench pipeline --races N --json`` simulates N races, produces them to the broker at
+max speed, then measures in the same run:
+
+- ``ceiling_events_per_s``: a plain consumer reading every input message and Avro-decoding it;
+- ``events_per_s``: the race dataflow (``--workers`` processes) from its first output to the
+  moment every race's state in Redis reflects every input record (the state version counts the
+  input records applied), i.e. end to end, input topic → Redis.
+
+With no ``RACEWIRE_KAFKA_BOOTSTRAP`` it starts an embedded broker of its own (so the topics
+hold only this run's races); Redis is ``RACEWIRE_REDIS_URL``, a local one on 6379, or embedded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+log = logging.getLogger("racewire.bench")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    p = sub.add_parser("pipeline", help="end-to-end throughput of the race dataflow")
+    p.add_argument("--races", type=int, default=4)
+    p.add_argument("--laps", type=int, default=50)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print only the JSON result")
+    p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bench == "pipeline":
+        result = bench_pipeline(args.races, args.laps, args.workers, args.seed, args.timeout)
+        print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+        return 0
+    raise SystemExit(f"unknown benchmark {args.bench}")
+
+
+@contextlib.contextmanager
+def _services(workdir: Path) -> Iterator[dict[str, str]]:
+    """Broker, Redis and registry for a benchmark: configured ones or embedded ones."""
+    from infra.registry import RegistryServer
+    from infra.services import EmbeddedKafka, EmbeddedRedis, free_port, redis_reachable
+    from infra.settings import load_settings
+
+    s = load_settings()
+    with contextlib.ExitStack() as stack:
+        bootstrap = s.kafka_bootstrap
+        if not bootstrap:
+            kafka = stack.enter_context(EmbeddedKafka(port=free_port(), data_dir=workdir / "kafka"))
+            bootstrap = kafka.bootstrap
+        redis_url = s.redis_url
+        if not redis_url:
+            local = "redis://127.0.0.1:6379/0"
+            if redis_reachable(local):
+                redis_url = local
+            else:
+                redis_url = stack.enter_context(EmbeddedRedis(port=free_port(), data_dir=workdir / "redis")).url
+        registry_url = s.schema_registry_url
+        if not registry_url or registry_url.startswith("mock://"):
+            registry = RegistryServer(data_dir=workdir / "registry", port=0)
+            registry.start()
+            stack.callback(registry.stop)
+            registry_url = registry.url
+        yield {"bootstrap": bootstrap, "redis_url": redis_url, "registry_url": registry_url}
+
+
+def _ceiling(bootstrap: str, codec: Any, expected: int, timeout: float) -> tuple[int, float]:
+    """Plain consume + Avro decode of every input message: (messages, seconds)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from schemas.codec import INPUT_TOPICS
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 5,
+                         "queued.min.messages": 20000})
+    md = consumer.list_topics(timeout=10)
+    parts = [TopicPartition(t, p, 0) for t in INPUT_TOPICS for p in md.topics[t].partitions]
+    consumer.assign(parts)
+    n = 0
+    decode = codec.decode
+    start = time.perf_counter()
+    deadline = start + timeout
+    while n < expected and time.perf_counter() < deadline:
+        for msg in consumer.consume(5000, 0.05):
+            if msg.error() is None:
+                decode(msg.value())
+                n += 1
+    seconds = time.perf_counter() - start
+    consumer.close()
+    return n, seconds
+
+
+def _peak_rss_mb(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error, OSError):
+            status = Path(f"/proc/{p.pid}/status").read_text()
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+    return round(total, 1)
+
+
+def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: float) -> dict[str, Any]:
+    import redis
+
+    from dataflows.connectors.redis_sink import VERSION_KEY
+    from infra.topics import create_topics
+    from schemas.codec import Codec, make_registry_client
+    from simulator.producer import produce_many
+    from simulator.race import RaceSimulator
+
+    tag = uuid.uuid4().hex[:6]
+    with tempfile.TemporaryDirectory(prefix="racewire-bench-") as tmp, _services(Path(tmp)) as svc:
+        create_topics(svc["bootstrap"], partitions=max(4, workers * 2))
+        codec = Codec(make_registry_client(svc["registry_url"]))
+        codec.register_all()
+        sims = [RaceSimulator(f"bench-{tag}-{i}", seed + i, laps) for i in range(races)]
+        t0 = time.perf_counter()
+        counts = produce_many(sims, {"bootstrap.servers": svc["bootstrap"]}, codec, speed=None)
+        produce_s = time.perf_counter() - t0
+        per_race = counts.get("per_race") if isinstance(counts, dict) else None
+        events = int(counts["total"]) if isinstance(counts, dict) and "total" in counts else sum(
+            v for k, v in counts.items() if isinstance(v, int))
+        log.info("produced %d events in %.1f s", events, produce_s)
+
+        ceiling_n, ceiling_s = _ceiling(svc["bootstrap"], codec, events, timeout)
+
+        env = {**os.environ, "RACEWIRE_KAFKA_BOOTSTRAP": svc["bootstrap"],
+               "RACEWIRE_REDIS_URL": svc["redis_url"], "RACEWIRE_SCHEMA_REGISTRY_URL": svc["registry_url"]}
+        client = redis.Redis.from_url(svc["redis_url"])
+        expected = {sim.race_id: (per_race or {}).get(sim.race_id) for sim in sims}
+        spawn = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "--log-level", "WARNING", "flow", "race",
+                                 "--workers", str(workers)], env=env)
+        ps = psutil.Process(proc.pid)
+        first: float | None = None
+        done_at: float | None = None
+        peak = 0.0
+        try:
+            while time.perf_counter() - spawn < timeout:
+                versions = [client.get(VERSION_KEY.format(r)) for r in expected]
+                now = time.perf_counter()
+                if first is None and any(v is not None for v in versions):
+                    first = now
+                if all(v is not None and (expected[r] is None or int(v) >= expected[r])
+                       for r, v in zip(expected, versions, strict=True)):
+                    if all(expected[r] is not None for r in expected):
+                        done_at = now
+                        break
+                peak = max(peak, _peak_rss_mb(ps))
+                if proc.poll() is not None:
+                    raise RuntimeError(f"dataflow exited with code {proc.returncode}")
+                time.sleep(0.02)
+            peak = max(peak, _peak_rss_mb(ps))
+        finally:
+            for child in [*ps.children(recursive=True), ps]:
+                with contextlib.suppress(psutil.Error):
+                    child.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+        if done_at is None or first is None:
+            raise RuntimeError(f"the dataflow did not finish {races} races within {timeout} s")
+        seconds = done_at - first
+        eps = events / seconds
+        ceiling = ceiling_n / ceiling_s if ceiling_s else 0.0
+        return {
+            "benchmark": "pipeline", "races": races, "laps": laps, "workers": workers, "events": events,
+            "seconds": round(seconds, 3), "startup_s": round(first - spawn, 3),
+            "events_per_s": round(eps), "events_per_s_per_worker": round(eps / workers),
+            "ceiling_events_per_s": round(ceiling), "ratio": round(eps / ceiling, 3) if ceiling else None,
+            "produce_s": round(produce_s, 2), "peak_rss_mb": peak, "cpus": os.cpu_count(),
+        }

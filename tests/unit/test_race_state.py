@@ -1,0 +1,275 @@
+"""Race-level metrics on hand-built scenarios (DESIGN.md definitions)."""
+
+from __future__ import annotations
+
+import itertools
+
+from dataflows.race.driver import DriverState, Rejection
+from dataflows.race.processor import Rejected, Throttle
+from dataflows.race.validate import validate
+from schemas.model import ControlKind, Lap, Leaderboard, Telemetry, TrackStatus
+from tests.unit.race_builder import Race
+
+
+def board(race: Race) -> Leaderboard:
+    return race.state.leaderboard()
+
+
+def test_order_gap_and_interval_at_the_timing_line() -> None:
+    r = Race(cars=3)
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 90_500)
+    r.lap(3, 1, 91_300)
+    rows = board(r).rows
+    assert [row.code for row in rows] == ["AAA", "BBB", "CCC"]
+    assert [(row.gap_ms, row.interval_ms) for row in rows] == [(None, None), (500, 500), (1300, 800)]
+    assert [row.timing_position for row in rows] == [1, 2, 3]
+
+
+def test_lapped_car_shows_laps_not_time() -> None:
+    r = Race(cars=2, laps=10)
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 150_000)
+    r.lap(1, 2, 180_000)
+    r.lap(1, 3, 270_000)
+    r.lap(2, 2, 280_000)  # leader crossed lap 3 before car 2 crossed lap 2: one lap down
+    row = {x.code: x for x in board(r).rows}["BBB"]
+    assert (row.gap_ms, row.gap_laps) == (None, 1)
+    assert (row.interval_ms, row.interval_laps) == (None, 1)
+
+
+def test_retired_car_ranks_behind_running_cars_and_is_classified_retired() -> None:
+    r = Race(cars=3, laps=2)
+    for n, t in ((2, 89_000), (1, 90_000), (3, 91_000)):
+        r.lap(n, 1, t)
+    r.control(120_000, ControlKind.RETIREMENT, driver=2)
+    rows = board(r).rows
+    assert [x.code for x in rows] == ["AAA", "CCC", "BBB"]
+    assert rows[-1].status == "RETIRED" and rows[-1].timing_position == 3
+    assert [e.driver_number for e in r.events("RETIREMENT")] == [2]
+    r.lap(1, 2, 180_000)
+    r.lap(3, 2, 181_000)
+    final = [(c.code, c.laps, c.status) for c in r.events("CLASSIFICATION")[0].classification or []]
+    assert final == [("AAA", 2, "Finished"), ("CCC", 2, "Finished"), ("BBB", 1, "Retired")]
+
+
+def test_retirement_overtake_kind() -> None:
+    r = Race(cars=2, laps=5)
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 90_400)
+    r.lap(2, 2, 180_000)  # car 1 slows with a problem: car 2 crosses first...
+    r.control(200_000, ControlKind.RETIREMENT, driver=1)  # ...and car 1 never completes lap 2
+    assert r.overtakes() == {(2, 2, 1, "RETIREMENT", False)}
+
+
+def test_fastest_lap_tie_goes_to_the_earlier_lap_whatever_the_processing_order() -> None:
+    for first in (1, 2):
+        r = Race(cars=2, laps=5)
+        second = 3 - first
+        r.lap(first, 1, 90_000 if first == 1 else 90_500, 90_000)
+        r.lap(second, 1, 90_000 if second == 1 else 90_500, 90_000)
+        fl = board(r).fastest_lap
+        assert fl is not None and (fl.driver_number, fl.lap_time_ms) == (1, 90_000)
+
+
+def test_deleted_lap_is_not_the_fastest() -> None:
+    r = Race(cars=2, laps=5)
+    r.lap(1, 1, 85_000, 85_000, deleted=True)
+    r.lap(2, 1, 90_000, 90_000)
+    fl = board(r).fastest_lap
+    assert fl is not None and fl.driver_number == 2
+
+
+def test_pit_induced_swap_is_kind_pit() -> None:
+    r = Race(cars=2, laps=5)
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 91_000)
+    r.lap(1, 2, 180_000, pit_in=True)
+    r.lap(2, 2, 181_000)
+    r.lap(2, 3, 271_000)
+    r.lap(1, 3, 292_000, 112_000, pit_out=True, pit_lane_ms=22_000)
+    assert r.overtakes() == {(3, 2, 1, "PIT", False)}
+    pits = r.events("PIT_STOP")
+    assert [(e.driver_number, e.lap, e.pit_lane_ms) for e in pits] == [(1, 2, 22_000)]
+
+
+def test_on_track_overtake_and_under_safety_car_flag() -> None:
+    r = Race(cars=3, laps=5)
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 90_500)
+    r.lap(3, 1, 91_000)
+    r.lap(2, 2, 180_000)
+    r.lap(1, 2, 180_300)  # 2 passes 1 on track
+    r.lap(3, 2, 185_000)
+    r.lap(3, 3, 280_000, 95_000, track_status=TrackStatus.SC)  # 3 passes both under SC
+    r.lap(2, 3, 280_500, track_status=TrackStatus.SC)
+    r.lap(1, 3, 281_000, track_status=TrackStatus.SC)
+    assert r.overtakes() == {
+        (2, 2, 1, "ON_TRACK", False),
+        (3, 3, 2, "ON_TRACK", True),
+        (3, 3, 1, "ON_TRACK", True),
+    }
+
+
+def test_first_lap_overtakes_are_against_the_grid() -> None:
+    r = Race(cars=2, laps=5, grid=[2, 1])
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 90_200)
+    assert r.overtakes() == {(1, 1, 2, "ON_TRACK", False)}
+
+
+def test_overtakes_do_not_depend_on_the_processing_order() -> None:
+    laps = [(1, 1, 90_000), (2, 1, 90_500), (3, 1, 91_000),
+            (2, 2, 180_000), (3, 2, 180_100), (1, 2, 180_300),
+            (3, 3, 270_000), (1, 3, 270_100), (2, 3, 270_200)]
+    results = set()
+    # every interleaving that keeps each car's own laps in order
+    for perm in itertools.permutations(range(len(laps)), len(laps)):
+        seq = [laps[i] for i in perm]
+        if any(sum(1 for x in seq[: seq.index(item)] if x[0] == item[0]) != item[1] - 1 for item in seq):
+            continue
+        r = Race(cars=3, laps=5)
+        for n, lap, t in seq:
+            r.lap(n, lap, t)
+        results.add(frozenset(r.overtakes()))
+        if len(results) > 1:
+            break
+    assert len(results) == 1
+    assert {(o[0], o[1], o[2]) for o in next(iter(results))} == {
+        (2, 2, 1), (2, 3, 1), (3, 3, 2), (3, 1, 2)}
+
+
+def test_side_by_side_in_telemetry_does_not_burst_swaps() -> None:
+    r = Race(cars=2, laps=5)
+    jitter = [0.0004, -0.0003, 0.0005, -0.0004, 0.0002, -0.0005] * 10  # a few metres either way
+    for i, d in enumerate(jitter):
+        ts = 10_000 + i * 250
+        base = 0.30 + i * 0.001
+        r.tel(1, ts, 1, base)
+        r.tel(2, ts + 1, 1, base + d)
+    assert r.state.live.swaps == 0
+    telemetry_boards = [o for o in r.outputs if isinstance(o, Leaderboard) and o.reason == "telemetry"]
+    assert telemetry_boards == []
+    r.tel(2, 30_000, 1, 0.40)  # now clearly ahead (50 m)
+    r.tel(1, 30_001, 1, 0.39)
+    assert r.state.live.order == [2, 1] and r.state.live.swaps == 1
+
+
+def test_car_finishing_a_lap_behind() -> None:
+    r = Race(cars=2, laps=3)
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 150_000)
+    r.lap(1, 2, 180_000)
+    r.lap(1, 3, 270_000)  # chequered flag
+    r.lap(2, 2, 290_000)  # car 2 takes the flag one lap down
+    cls = r.events("CLASSIFICATION")[0].classification or []
+    assert [(c.code, c.laps, c.status) for c in cls] == [("AAA", 3, "Finished"), ("BBB", 2, "+1 Lap")]
+    assert [e.driver_number for e in r.events("FINISHED")] == [1, 2]
+    assert board(r).final
+
+
+def test_hero_decided_by_the_last_car_to_finish() -> None:
+    r = Race(cars=3, laps=2)
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 91_000)
+    r.lap(3, 1, 92_000)
+    r.lap(1, 2, 181_000, 91_000)
+    hero = board(r).hero
+    assert hero is not None and (hero.driver_number, hero.final) == (1, False)
+    r.lap(2, 2, 181_500, 90_500)
+    r.lap(3, 2, 181_400, 89_400)  # last to finish, fastest final lap, passes car 2 on the line
+    hero = board(r).hero
+    assert hero is not None and (hero.driver_number, hero.lap_time_ms, hero.final) == (3, 89_400, True)
+    assert hero.positions_gained == 1
+    kinds = [(e.driver_number, e.provisional) for e in r.events("LAST_LAP_HERO")]
+    assert kinds == [(1, True), (2, True), (3, False)]
+
+
+def test_hero_is_final_when_every_running_car_has_finished() -> None:
+    r = Race(cars=3, laps=2)
+    r.lap(3, 1, 85_000, 85_000)
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 91_000)
+    r.control(120_000, ControlKind.RETIREMENT, driver=3)  # never takes the flag
+    r.lap(1, 2, 180_000, 90_000)
+    r.lap(2, 2, 180_500, 89_500)
+    hero = board(r).hero
+    assert hero is not None and (hero.driver_number, hero.final) == (2, True)
+    assert board(r).final
+
+
+def test_unknown_driver_is_rejected() -> None:
+    r = Race(cars=2)
+    out = r.feed(Telemetry("x", "r", 99, 1000, 1, 0.1, 0, 0, 100, 9000, 3, 50, False, False))
+    assert len(out) == 1 and isinstance(out[0], Rejected)
+    assert out[0].rejection.error_type == "UNKNOWN_DRIVER" and "99" in out[0].rejection.reason
+
+
+def test_records_before_the_session_wait_for_it() -> None:
+    from dataflows.race.processor import RaceProcessor
+
+    proc = RaceProcessor("r")
+    lap = DriverState().update(Lap("r:lap:1:1", "r", 1, 1, 90_000, 90_000))
+    assert proc.on_batch([(lap, None)], 0.0) == []
+    session = Race(cars=1).session
+    out = proc.on_batch([(session, None)], 1.0)
+    assert proc.state is not None and proc.state.timing.cars[1].laps == 1
+    assert any(isinstance(o, Leaderboard) for o in out)
+
+
+def test_flag_state_and_lap_counter() -> None:
+    r = Race(cars=2, laps=10)
+    r.control(100, ControlKind.TRACK_STATUS, TrackStatus.SC)
+    r.lap(1, 1, 90_000)
+    b = board(r)
+    assert b.track_status == TrackStatus.SC and b.lap == 2
+    assert [e.track_status for e in r.events("FLAG")] == [TrackStatus.SC]
+
+
+def test_version_counts_applied_records() -> None:
+    r = Race(cars=2, laps=10)
+    r.lap(1, 1, 90_000)
+    r.tel(2, 1000, 1, 0.1)
+    assert board(r).version == 3
+
+
+# ---------------------------------------------------------------- per-driver state
+
+
+def test_driver_sequence_retry_and_rejection() -> None:
+    s = DriverState()
+    first = Lap("a", "r", 7, 1, 90_000, 90_000)
+    assert not isinstance(s.update(first), Rejection)
+    assert s.update(first) is None  # retry: harmless
+    back = s.update(Lap("b", "r", 7, 1, 91_000, 91_000))
+    assert isinstance(back, Rejection) and back.error_type == "OUT_OF_SEQUENCE"
+    gap = s.update(Lap("c", "r", 7, 4, 360_000, 90_000))
+    assert isinstance(gap, Rejection)
+
+
+def test_red_flag_pit_lane_stay_is_not_a_stop_and_retiring_in_lap_is_not_either() -> None:
+    s = DriverState()
+    s.update(Lap("1", "r", 7, 1, 90_000, 90_000))
+    s.update(Lap("2", "r", 7, 2, 200_000, 110_000, pit_in=True, track_status=TrackStatus.RED))
+    u = s.update(Lap("3", "r", 7, 3, 1_400_000, 1_200_000, pit_out=True))
+    assert not isinstance(u, Rejection) and u is not None and u.pit_stop_lap is None and u.pit_count == 0
+    u = s.update(Lap("4", "r", 7, 4, 1_500_000, 100_000, pit_in=True))
+    assert u is not None and not isinstance(u, Rejection) and u.pit_stop_lap is None  # no out-lap yet
+    assert s.pit_count == 0
+
+
+def test_throttle_leading_and_trailing_edge() -> None:
+    t = Throttle(min_interval_s=0.25)
+    assert t.offer(1.0)  # leading edge goes out at once
+    assert not t.offer(1.1)
+    assert t.deadline() == 1.25
+    assert not t.due(1.2)
+    assert t.due(1.25)  # trailing edge: the held change goes out
+    assert not t.due(2.0)
+
+
+def test_validation_reasons() -> None:
+    assert validate(Lap("e", "r", 1, 0, 1, 90_000)) is not None
+    assert "negative lap time" in (validate(Lap("e", "r", 1, 2, 1, -1)) or "")
+    assert validate(Lap("e", "r", 1, 2, 1, 90_000)) is None
+    assert "progress" in (validate(Telemetry("e", "r", 1, 0, 1, 1.5, 0, 0, 0, 0, 0, 0, False, False)) or "")

@@ -21,12 +21,13 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from dataflows.commentary import commentary_for
 from dataflows.connectors.kafka import CodecFactory, Decoder, Encoder, Rejected, dead_letter, is_lap
-from dataflows.connectors.redis_sink import BoardUpdate
+from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
 from dataflows.race.driver import DriverState, DriverUpdate, Rejection
 from dataflows.race.processor import RaceProcessor
 from dataflows.race.processor import Rejected as RaceRejected
-from schemas.model import Leaderboard, RaceEvent
+from schemas.model import Commentary, Leaderboard, RaceEvent
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,14 @@ class RaceLogic(StatefulBatchLogic[Any, Any, RaceProcessor]):
 
     def __init__(self, race_id: str, resume: RaceProcessor | None, max_rate_hz: float) -> None:
         self.proc = resume or RaceProcessor(race_id, max_rate_hz)
+        self._session_sent: object = None
 
     def _wrap(self, outputs: list[Any]) -> list[Any]:
         state = self.proc.state
         out: list[Any] = []
+        if state is not None and state.session is not self._session_sent:
+            self._session_sent = state.session
+            out.append(SessionDoc(state.session))
         for o in outputs:
             if isinstance(o, Leaderboard) and state is not None:
                 out.append(BoardUpdate(o, state.positions(), state.session.name))
@@ -101,6 +106,13 @@ def _is_rejected(item: Any) -> bool:
     return isinstance(item, Rejected)
 
 
+def _commentary(item: Any) -> list[Commentary]:
+    if isinstance(item, RaceEvent):
+        line = commentary_for(item)
+        return [] if line is None else [line]
+    return []
+
+
 def _to_kafka_object(item: Any) -> Any:
     if isinstance(item, BoardUpdate):
         return item.board
@@ -110,7 +122,11 @@ def _to_kafka_object(item: Any) -> Any:
 
 
 def _for_redis(item: Any) -> bool:
-    return isinstance(item, (BoardUpdate, RaceEvent))
+    return isinstance(item, (BoardUpdate, RaceEvent, Commentary, SessionDoc))
+
+
+def _for_kafka(item: Any) -> bool:
+    return not isinstance(item, SessionDoc)
 
 
 def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecFactory,
@@ -118,24 +134,26 @@ def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecF
     flow = Dataflow(flow_id)
     messages = op.input("kafka-input", flow, source)
     decoded = op.flat_map_batch("decode", messages, Decoder(codec_factory))
-    bad = op.branch("split-decode-errors", decoded, _is_rejected)
-    by_topic = op.branch("split-laps", bad.falses, is_lap)
+    bad: Any = op.branch("split-decode-errors", decoded, _is_rejected)
+    by_topic: Any = op.branch("split-laps", bad.falses, is_lap)
 
     laps = op.key_on("key-by-driver", by_topic.trues, _driver_key)
     driver_out = op.key_rm("unkey-driver", op.stateful_flat_map("driver-state", laps, _driver_step))
-    driver_bad = op.branch("split-driver-errors", driver_out, _is_rejected)
+    driver_bad: Any = op.branch("split-driver-errors", driver_out, _is_rejected)
 
     race_in = op.merge("merge-race-input", driver_bad.falses, by_topic.falses)
     race_keyed = op.key_on("key-by-race", race_in, _race_key)
     race_out = op.key_rm("unkey-race", op.stateful_batch(
         "race-state", race_keyed, lambda resume: RaceLogic("", resume, max_rate_hz)))
 
-    outputs = op.merge("merge-outputs", race_out, bad.trues, driver_bad.trues)
+    commentary = op.flat_map("commentary", race_out, _commentary)
+    outputs = op.merge("merge-outputs", race_out, commentary, bad.trues, driver_bad.trues)
     if sinks.raw is not None:
-        op.output("raw-output", op.map("to-objects", outputs, _to_kafka_object), sinks.raw)
+        op.output("raw-output", op.map("to-objects", op.filter("raw-records", outputs, _for_kafka),
+                                       _to_kafka_object), sinks.raw)
     if sinks.kafka is not None:
-        encoded = op.map("encode", op.map("to-records", outputs, _to_kafka_object),
-                         Encoder(codec_factory))
+        records = op.map("to-records", op.filter("kafka-records", outputs, _for_kafka), _to_kafka_object)
+        encoded = op.map("encode", records, Encoder(codec_factory))
         op.output("kafka-output", encoded, sinks.kafka)
     if sinks.redis is not None:
         op.output("redis-output", op.filter("for-redis", outputs, _for_redis), sinks.redis)

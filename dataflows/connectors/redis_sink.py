@@ -11,6 +11,8 @@ Layout per race (``{id}`` = race id):
   capped at ``events_maxlen``; ``race:{id}:event_ids`` remembers which event ids were added,
   so each event is added exactly once whatever is replayed.
 - ``race:{id}:updates``: capped stream of leaderboard versions (for live pushes).
+- ``race:{id}:session``: JSON of the race's session (entry list, track outline, laps).
+- commentary lines go to the events stream too, with type ``COMMENTARY``.
 - ``races``: hash race id → JSON summary (name, lap, status), for the race list.
 """
 
@@ -22,7 +24,7 @@ import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from schemas.model import Leaderboard, RaceEvent
+from schemas.model import Commentary, Leaderboard, RaceEvent, Session
 
 STATE_KEY = "race:{}:state"
 VERSION_KEY = "race:{}:version"
@@ -30,6 +32,7 @@ BOARD_KEY = "race:{}:leaderboard"
 EVENTS_KEY = "race:{}:events"
 EVENT_IDS_KEY = "race:{}:event_ids"
 UPDATES_KEY = "race:{}:updates"
+SESSION_KEY = "race:{}:session"
 RACES_KEY = "races"
 
 # KEYS: state, version, board, updates, races ; ARGV: version, json, race_id, summary, maxlen, zadd...
@@ -88,10 +91,13 @@ class RedisWriter:
 
     def write(self, items: list[Any]) -> None:
         latest: dict[str, tuple[Leaderboard, dict[int, tuple[float, float]] | None, str | None]] = {}
-        events: dict[str, list[RaceEvent]] = {}
+        events: dict[str, list[RaceEvent | Commentary]] = {}
+        sessions: dict[str, Session] = {}
         for item in items:
-            if isinstance(item, RaceEvent):
+            if isinstance(item, (RaceEvent, Commentary)):
                 events.setdefault(item.race_id, []).append(item)
+            elif isinstance(item, SessionDoc):
+                sessions[item.session.race_id] = item.session
             elif isinstance(item, BoardUpdate):
                 cur = latest.get(item.board.race_id)
                 if cur is None or item.board.version > cur[0].version:
@@ -101,10 +107,15 @@ class RedisWriter:
                 if cur is None or item.version > cur[0].version:
                     latest[item.race_id] = (item, None, None)
         pipe = self.client.pipeline(transaction=False)
+        for race_id, session in sessions.items():
+            doc = session.to_dict()
+            doc["start_time"] = session.start_time.isoformat()
+            pipe.set(SESSION_KEY.format(race_id), orjson.dumps(doc))
         for race_id, evs in events.items():
             args: list[Any] = [self.events_maxlen]
             for e in evs:
-                args += [e.event_id, str(e.type), orjson.dumps(e.to_dict())]
+                kind = "COMMENTARY" if isinstance(e, Commentary) else str(e.type)
+                args += [e.event_id, kind, orjson.dumps(e.to_dict())]
             self._add_events(keys=[EVENTS_KEY.format(race_id), EVENT_IDS_KEY.format(race_id)],
                              args=args, client=pipe)
         for race_id, (board, positions, name) in latest.items():
@@ -132,6 +143,15 @@ class BoardUpdate:
     def __init__(self, board: Leaderboard, positions: dict[int, tuple[float, float]] | None,
                  name: str | None) -> None:
         self.board, self.positions, self.name = board, positions, name
+
+
+class SessionDoc:
+    """The race's session, for serving (entry list, track outline)."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
 
 class _Partition(StatelessSinkPartition[Any]):

@@ -171,7 +171,7 @@ class RaceState:
         self.timing_dirty = True
         self.live.sync(n, float(lap.lap))
 
-        events: list[RaceEvent] = []
+        events: list[RaceEvent | None] = []
         code = car.driver.code
         if u.personal_best:
             events.append(self._event(

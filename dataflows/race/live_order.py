@@ -61,9 +61,11 @@ class LiveOrder:
 
     def update(self, car: int, progress: float) -> bool:
         """A telemetry sample; returns True when the order changed."""
-        if car in self.out or car in self.frozen or car not in self.progress:
+        if car in self.frozen or car not in self.progress:
             return False
         self.progress[car] = progress
+        if car in self.out:
+            return False  # a retired car's last position is kept, but it no longer moves in the order
         return self._bubble(car, self.hysteresis)
 
     def sync(self, car: int, progress: float) -> bool:

@@ -63,6 +63,8 @@ class CarInfo:
     y: float | None = None
     speed_kph: float | None = None
     telemetry_ms: int = -1
+    #: race progress of the newest telemetry sample (laps + fraction)
+    telemetry_progress: float = 0.0
 
 
 class RaceState:
@@ -140,6 +142,7 @@ class RaceState:
             car.in_pit = t.in_pit
             self.order_dirty = True
         progress = t.lap - 1 + t.progress
+        car.telemetry_progress = progress
         if progress >= self.timing.cars[t.driver_number].laps and self.live.update(
             t.driver_number, progress
         ):
@@ -364,10 +367,13 @@ class RaceState:
             ahead = timing_order[tp - 2] if tp > 1 else None
             gap_ms, gap_laps = self.timing.gap(n, timing_order)
             int_ms, int_laps = self.timing.interval(n, ahead)
+            progress = self.live.progress.get(n, float(tc.laps))
             if n in self.finished:
                 status = CarStatus.FINISHED
             elif tc.retired_ms is not None:
                 status = CarStatus.RETIRED
+                # where it stopped: from its own (ordered) samples, whatever else arrived when
+                progress = max(float(tc.laps), info.telemetry_progress)
             elif info.in_pit:
                 status = CarStatus.PIT
             else:
@@ -375,7 +381,7 @@ class RaceState:
             rows.append(LeaderboardRow(
                 position=i + 1, driver_number=n, code=info.driver.code, team=info.driver.team,
                 team_colour=info.driver.team_colour, laps=tc.laps,
-                progress=round(self.live.progress.get(n, float(tc.laps)), 4), status=status,
+                progress=round(progress, 4), status=status,
                 timing_position=tp, gap_ms=gap_ms, gap_laps=gap_laps, interval_ms=int_ms,
                 interval_laps=int_laps, last_lap_ms=info.last_lap_ms, best_lap_ms=info.best_lap_ms,
                 compound=info.compound, tyre_age=info.tyre_age, pit_count=info.pit_count,

@@ -145,11 +145,12 @@ class Codec:
             registered = self.registry.get_schema(schema_id)
         except Exception as exc:  # the registry client raises several error types
             raise CodecError(f"unknown schema id {schema_id}: {exc}", "UNKNOWN_SCHEMA") from exc
-        writer = fastavro.parse_schema(json.loads(registered.schema_str))
-        topic = _topic_for_schema_name(writer.get("name", ""))
+        writer: Any = fastavro.parse_schema(json.loads(registered.schema_str or "null"))
+        name = writer.get("name", "") if isinstance(writer, dict) else ""
+        topic = _topic_for_schema_name(name)
         if topic is None:
             raise CodecError(
-                f"schema id {schema_id} ({writer.get('name')}) is not a racewire schema",
+                f"schema id {schema_id} ({name or 'unnamed'}) is not a racewire schema",
                 "UNKNOWN_SCHEMA",
             )
         reader = parsed_schema(topic)

@@ -97,7 +97,8 @@ class _Record:
 
     def to_dict(self) -> dict[str, Any]:
         # shallow and fast: flat records only; records with nested parts override this
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        names: tuple[str, ...] = self.__slots__  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in names}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:

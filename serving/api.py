@@ -1,0 +1,18 @@
+"""The route table: every resource's router, under ``/api`` (``/metrics`` at the root)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from serving.routes import drivers, health, ingest, races, simulations, stream
+
+api_router = APIRouter(prefix="/api")
+api_router.include_router(races.router)
+api_router.include_router(stream.router)
+api_router.include_router(drivers.router)
+api_router.include_router(ingest.router)
+api_router.include_router(simulations.router)
+api_router.include_router(health.router)
+
+root_router = APIRouter()
+root_router.include_router(health.metrics_router)

@@ -1,0 +1,169 @@
+"""The serving app: :func:`create_app` builds it from :class:`~infra.settings.Settings`.
+
+One process holds one async Redis client (a connection pool), one SSE :class:`~serving.sse.Hub`,
+one rate limiter and, when Kafka and a schema registry are configured, one Kafka producer. They are
+made in the lifespan and live on ``app.state``; handlers reach them through :mod:`serving.deps`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from infra.settings import Settings
+from serving.api import api_router, root_router
+from serving.ingest import KafkaIngest
+from serving.metrics import Metrics, MetricsMiddleware
+from serving.ratelimit import RateLimiter
+from serving.simulations import DEFAULT_COMMAND, SimulationError, SimulationManager
+from serving.sse import Hub
+from serving.store import RaceNotFound, RaceStore
+
+log = logging.getLogger("racewire.serving")
+
+PLACEHOLDER_API_KEY = "dev-key"
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """Knobs of the serving process that are not deployment settings (tests and benchmarks tune them)."""
+
+    rate_limit_per_s: float = 20.0  # per client IP on read endpoints; 0 disables
+    rate_limit_burst: float = 60.0
+    sse_queue_size: int = 256  # messages per client before it is resynchronised
+    sse_ping_s: float = 15.0
+    sse_send_timeout_s: float = 30.0  # a client that takes longer to accept one write is dropped
+    sse_block_ms: int = 1000  # XREAD BLOCK; also bounds how long stopping a reader takes
+    sse_linger_s: float = 10.0
+    simulate_command: tuple[str, ...] = field(default=DEFAULT_COMMAND)
+    max_simulations: int = 10
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("serving").joinpath("static")))
+
+
+def create_app(settings: Settings, options: ServingOptions | None = None) -> FastAPI:
+    """Build the app. Nothing connects until the lifespan starts (i.e. when the server runs)."""
+    opts = options or ServingOptions()
+    if not settings.redis_url:
+        raise ValueError("serving needs Redis: set RACEWIRE_REDIS_URL (e.g. redis://127.0.0.1:6379/0) "
+                         "or run `racewire up`, which starts everything")
+    redis_url = settings.redis_url
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=False, health_check_interval=30,
+                                         socket_connect_timeout=5)
+        hub = Hub(client, queue_size=opts.sse_queue_size, block_ms=opts.sse_block_ms, linger_s=opts.sse_linger_s,
+                  on_broadcast=metrics.on_broadcast)
+        env = {k: v for k, v in (("RACEWIRE_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+                                 ("RACEWIRE_SCHEMA_REGISTRY_URL", settings.schema_registry_url),
+                                 ("RACEWIRE_REDIS_URL", settings.redis_url)) if v}
+        app.state.redis = client
+        app.state.store = RaceStore(client)
+        app.state.hub = hub
+        app.state.ingest = None
+        app.state.ingest_lock = asyncio.Lock()
+        app.state.simulations = SimulationManager(env, opts.simulate_command, opts.max_simulations)
+        app.state.kafka_health = None
+        if settings.api_key.get_secret_value() == PLACEHOLDER_API_KEY:
+            log.warning("RACEWIRE_API_KEY is the development placeholder; set a real key outside local use")
+        log.info("serving started (redis %s, kafka %s)", _redacted(redis_url), settings.kafka_bootstrap or "off")
+        try:
+            yield
+        finally:
+            await hub.close()
+            await app.state.simulations.close()
+            ingest: KafkaIngest | None = app.state.ingest
+            if ingest is not None:
+                await asyncio.to_thread(ingest.close)
+            await client.aclose()
+            log.info("serving stopped")
+
+    app = FastAPI(
+        title="racewire",
+        summary="Live Formula 1 race intelligence: REST for state, Server-Sent Events for change.",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "races", "description": "Live race state from Redis."},
+            {"name": "stream", "description": "Server-Sent Events with resume (`Last-Event-ID`)."},
+            {"name": "ingest", "description": "Authenticated ingest of input records (API key)."},
+            {"name": "simulations", "description": "Start, watch and stop simulated races (API key)."},
+            {"name": "ops", "description": "Health and Prometheus metrics."},
+        ],
+    )
+    app.state.settings = settings
+    app.state.options = opts
+    app.state.metrics = metrics
+    app.state.limiter = RateLimiter(opts.rate_limit_per_s, opts.rate_limit_burst)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(RaceNotFound)
+    async def _race_not_found(request: Request, exc: RaceNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(SimulationError)
+    async def _simulation_error(request: Request, exc: SimulationError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("Redis unavailable for %s: %s", request.url.path, exc)
+        return JSONResponse({"detail": f"Redis is unavailable ({exc}); retry shortly"}, status_code=503,
+                            headers={"Retry-After": "2"})
+
+    app.include_router(api_router)
+    app.include_router(root_router)
+    app.mount("/", StaticFiles(directory=static_dir(), html=True), name="static")
+    return app
+
+
+def _redacted(url: str) -> str:
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, ending every SSE stream first when it shuts down, so open streams do not hold
+    the graceful shutdown until its timeout (sse-starlette does the same on signals in the main thread;
+    this also covers servers run in a thread, as tests and benchmarks do)."""
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        app = self.config.loaded_app if self.config.loaded else None
+        hub = _find_hub(app)
+        if hub is not None:
+            await hub.close()
+        await super().shutdown(sockets)
+
+
+def _find_hub(app: Any) -> Hub | None:
+    # the loaded app may be wrapped in uvicorn's middleware: walk down to the FastAPI instance
+    for _ in range(8):
+        if app is None:
+            return None
+        state = getattr(app, "state", None)
+        hub = getattr(state, "hub", None) if state is not None else None
+        if isinstance(hub, Hub):
+            return hub
+        app = getattr(app, "app", None)
+    return None

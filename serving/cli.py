@@ -1,0 +1,64 @@
+"""``racewire serve``: the web app (REST, SSE, the page) under uvicorn.
+
+Example::
+
+    RACEWIRE_REDIS_URL=redis://127.0.0.1:6379/0 racewire serve --port 8000
+    curl -N http://127.0.0.1:8000/api/races/sim-1/stream
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+
+log = logging.getLogger("racewire.serve")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default RACEWIRE_HTTP_PORT, 8000)")
+    parser.add_argument("--redis-url", default=None, help="Redis URL (default RACEWIRE_REDIS_URL)")
+    parser.add_argument("--rate-limit", type=float, default=None,
+                        help="read requests per second per client IP (default 20; 0 disables)")
+    parser.add_argument("--sse-queue", type=int, default=None, help="messages queued per SSE client (default 256)")
+    parser.add_argument("--ping", type=float, default=None, help="SSE keep-alive interval in seconds (default 15)")
+    parser.add_argument("--backlog", type=int, default=4096, help="listen backlog (many clients connecting at once)")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import uvicorn
+
+    from infra.settings import load_settings
+    from serving.app import PLACEHOLDER_API_KEY, Server, ServingOptions, create_app
+
+    settings = load_settings(redis_url=args.redis_url, http_port=args.port)
+    if not _is_loopback(args.host) and settings.api_key.get_secret_value() == PLACEHOLDER_API_KEY:
+        raise SystemExit(f"racewire serve: refusing to listen on {args.host} with the placeholder API key; "
+                         "set RACEWIRE_API_KEY to a secret (or bind to 127.0.0.1 for local use)")
+    opts = ServingOptions()
+    changes = {k: v for k, v in (("rate_limit_per_s", args.rate_limit), ("sse_queue_size", args.sse_queue),
+                                 ("sse_ping_s", args.ping)) if v is not None}
+    opts = dataclasses.replace(opts, **changes)  # type: ignore[arg-type]
+    try:
+        app = create_app(settings, opts)
+    except ValueError as exc:
+        raise SystemExit(f"racewire serve: {exc}") from None
+    log.info("serving on http://%s:%d", args.host, settings.http_port)
+    config = uvicorn.Config(app, host=args.host, port=settings.http_port,
+                            log_level=logging.getLogger().getEffectiveLevel(), access_log=args.access_log,
+                            backlog=args.backlog, timeout_graceful_shutdown=5, timeout_keep_alive=30)
+    Server(config).run()
+    return 0

@@ -1,0 +1,472 @@
+"""Live fan-out: one Redis reader per race per process, many SSE clients.
+
+See ``serving/ARCHITECTURE.md`` for the picture. In short:
+
+* :class:`Hub` (one per process) owns one :class:`RaceChannel` per race that has clients. A channel
+  runs one task that ``XREAD BLOCK``\\s ``race:{id}:events`` and ``race:{id}:updates``, turns each
+  entry into a :class:`Message` whose SSE frame is encoded once, and appends it to every
+  subscriber's bounded queue without awaiting, so a slow client never slows the reader or the others.
+* A subscriber whose queue overflows is marked; its stream resynchronises from Redis (replays what
+  it missed after its cursor, then the current leaderboard) instead of holding the backlog.
+* :func:`client_stream` is the body of one SSE response: it subscribes *before* reading Redis, replays
+  the stream entries after the client's cursor, sends the current leaderboard, then relays live
+  messages, dropping any it has already sent (ids compare as integers), so nothing is lost or sent twice.
+
+SSE ids: an ``event``/``commentary`` message's id is its ``race:{id}:events`` entry id. A
+``leaderboard`` message's id is ``<events cursor>.v<version>``: the last events-stream id the client
+has been sent plus the snapshot version (entry ids of two different streams do not form one order,
+so the events cursor is what resuming needs; the version avoids resending an unchanged snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+from sse_starlette.event import ServerSentEvent
+
+from serving.store import EVENTS_KEY, UPDATES_KEY, ZERO, RaceStore, StreamEntry, StreamId
+
+log = logging.getLogger("racewire.serving.sse")
+
+#: SSE ``retry:`` sent with the first frame: how soon a browser reconnects (ms)
+RETRY_MS = 2000
+#: how long stopping a channel waits for its reader beyond one blocking read
+STOP_TIMEOUT_S = 1.0
+#: replay page size (stream entries per XRANGE)
+REPLAY_PAGE = 500
+
+
+# ------------------------------------------------------------------------------------- encoding
+
+
+def encode_frame(event: str, event_id: str, data: bytes | str, retry: int | None = None) -> bytes:
+    """One SSE frame, byte for byte as sse-starlette encodes it (``\\r\\n`` line ends).
+
+    >>> encode_frame("event", "5-0", b'{"a":1}')
+    b'id: 5-0\\r\\nevent: event\\r\\ndata: {"a":1}\\r\\n\\r\\n'
+    """
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    return ServerSentEvent(data=text, event=event, id=event_id, retry=retry).encode()
+
+
+def leaderboard_id(cursor: StreamId, version: int) -> str:
+    """SSE id of a leaderboard message.
+
+    >>> leaderboard_id(StreamId(1700000000000, 3), 57)
+    '1700000000000-3.v57'
+    """
+    return f"{cursor}.v{version}"
+
+
+def parse_last_event_id(value: str) -> tuple[StreamId, int]:
+    """Cursor and leaderboard version from a ``Last-Event-ID`` (``-1``: no version).
+
+    >>> parse_last_event_id("1700000000000-3.v57")
+    (StreamId(ms=1700000000000, seq=3), 57)
+    >>> parse_last_event_id("1700000000000-4")
+    (StreamId(ms=1700000000000, seq=4), -1)
+    """
+    value = value.strip()
+    base, sep, version = value.partition(".v")
+    cursor = StreamId.parse(base)
+    if not sep:
+        return cursor, -1
+    if not version.isdigit():
+        raise ValueError(f"not a racewire SSE id (expected '<ms>-<seq>' or '<ms>-<seq>.v<version>'): {value!r}")
+    return cursor, int(version)
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    """A message for every client of a race, its SSE frame encoded once.
+
+    For ``event``/``commentary`` messages ``cursor`` is the entry's own id; for ``leaderboard``
+    messages it is the channel's events cursor when the snapshot went out.
+    """
+
+    kind: str
+    cursor: StreamId
+    version: int
+    data: bytes
+    frame: bytes
+    written_at: float  # monotonic time the channel received it (for lag metrics)
+
+    @classmethod
+    def event(cls, entry: StreamEntry) -> Message:
+        return cls(entry.kind, entry.id, -1, entry.json, encode_frame(entry.kind, str(entry.id), entry.json),
+                   time.monotonic())
+
+    @classmethod
+    def leaderboard(cls, cursor: StreamId, version: int, data: bytes) -> Message:
+        return cls("leaderboard", cursor, version, data,
+                   encode_frame("leaderboard", leaderboard_id(cursor, version), data), time.monotonic())
+
+    def frame_for(self, cursor: StreamId, retry: int | None = None) -> bytes:
+        """This leaderboard's frame with another events cursor in its id (a client ahead of the channel)."""
+        if cursor == self.cursor and retry is None:
+            return self.frame
+        return encode_frame("leaderboard", leaderboard_id(cursor, self.version), self.data, retry)
+
+
+class _Resync:
+    """Queue marker: the subscriber overflowed and must resynchronise from Redis."""
+
+
+RESYNC = _Resync()
+_CLOSED = object()
+
+
+# ------------------------------------------------------------------------------------- subscribers
+
+
+class Subscriber:
+    """A bounded queue of messages for one client. ``put`` never blocks; on overflow the queue is
+    emptied and replaced by a single :data:`RESYNC` marker."""
+
+    __slots__ = ("_waiter", "closed", "items", "maxlen", "overflows", "race_id")
+
+    def __init__(self, race_id: str, maxlen: int) -> None:
+        self.race_id = race_id
+        self.maxlen = maxlen
+        self.items: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.overflows = 0
+        self.closed = False
+
+    def put(self, item: Any) -> bool:
+        """Append an item; False when the queue overflowed (the client will resync)."""
+        items = self.items
+        ok = True
+        if len(items) >= self.maxlen:
+            items.clear()
+            items.append(RESYNC)
+            self.overflows += 1
+            ok = False
+        elif not items or items[0] is not RESYNC:
+            items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return ok
+
+    def close(self) -> None:
+        self.closed = True
+        self.items.append(_CLOSED)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get_all(self) -> list[Any]:
+        """Wait for at least one item; return (and remove) everything queued."""
+        while not self.items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        out = list(self.items)
+        self.items.clear()
+        return out
+
+
+# ------------------------------------------------------------------------------------- channel
+
+
+class RaceChannel:
+    """One race's reader task and its subscribers."""
+
+    def __init__(self, hub: Hub, race_id: str) -> None:
+        self.hub = hub
+        self.race_id = race_id
+        self.subscribers: set[Subscriber] = set()
+        self.events_cursor = ZERO
+        self.updates_cursor = ZERO
+        self.version = -1
+        self.latest: Message | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.ready = asyncio.Event()
+        self.linger: asyncio.TimerHandle | None = None
+        self._events_key = EVENTS_KEY.format(race_id)
+        self._updates_key = UPDATES_KEY.format(race_id)
+
+    async def start(self) -> None:
+        """Take the current ends of both streams as the starting cursors, then start reading."""
+        store = self.hub.store
+        self.events_cursor = await store.last_event_id(self.race_id)
+        last = await store.client.xrevrange(self._updates_key, "+", "-", count=1)
+        self.updates_cursor = StreamId.parse(last[0][0]) if last else ZERO
+        self.task = asyncio.create_task(self._run(), name=f"sse-reader-{self.race_id}")
+        self.ready.set()
+
+    def broadcast(self, msg: Message) -> None:
+        dropped = 0
+        for sub in self.subscribers:
+            if not sub.put(msg):
+                dropped += 1
+        self.hub.on_broadcast(msg, len(self.subscribers), dropped)
+
+    async def _run(self) -> None:
+        client: Any = self.hub.store.client
+        backoff = 0.1
+        while not self.stopping:
+            try:
+                resp = await client.xread({self._events_key: str(self.events_cursor),
+                                           self._updates_key: str(self.updates_cursor)},
+                                          count=self.hub.read_count, block=self.hub.block_ms)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                if self.stopping:
+                    return
+                log.warning("race %s: Redis read failed (%s); retrying in %.1f s", self.race_id, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if resp and not self.stopping:
+                await self._handle(resp)
+
+    async def _handle(self, resp: Any) -> None:
+        updated = False
+        for stream, entries in _as_pairs(resp):
+            name = stream.decode() if isinstance(stream, bytes) else str(stream)
+            if name == self._events_key:
+                for entry_id, fields in entries:
+                    entry = StreamEntry.from_redis(entry_id, fields)
+                    self.events_cursor = entry.id
+                    self.broadcast(Message.event(entry))
+            elif entries:
+                self.updates_cursor = StreamId.parse(entries[-1][0])
+                updated = True
+        if updated:  # many updates in one read coalesce into the newest snapshot
+            await self.refresh()
+
+    async def refresh(self) -> Message | None:
+        """Read the current snapshot; broadcast it if newer than the last one sent."""
+        raw = await self.hub.store.state_raw(self.race_id)
+        if raw is None:
+            return self.latest
+        version = _version_of(raw)
+        if version > self.version:
+            self.version = version
+            self.latest = Message.leaderboard(self.events_cursor, version, raw)
+            self.broadcast(self.latest)
+        return self.latest
+
+    async def stop(self) -> None:
+        """End the reader: it exits when its current ``XREAD BLOCK`` returns (within ``block_ms``).
+        It is not cancelled mid-read: redis-py's asyncio client can leave a cancelled blocking read
+        hanging on its connection, so cancelling is only the last resort."""
+        self.stopping = True
+        if self.task is not None:
+            done, _ = await asyncio.wait({self.task}, timeout=self.hub.block_ms / 1000 + STOP_TIMEOUT_S)
+            if not done:
+                log.warning("race %s: the Redis reader did not stop in time; cancelling it", self.race_id)
+                self.task.cancel()
+        for sub in list(self.subscribers):
+            sub.close()
+
+
+def _as_pairs(resp: Any) -> list[tuple[Any, Any]]:
+    # redis-py returns a list of [stream, entries] (RESP2) or a dict (RESP3)
+    if isinstance(resp, dict):
+        return list(resp.items())
+    return [(s, e) for s, e in resp]
+
+
+def _version_of(raw: bytes) -> int:
+    try:
+        return int(orjson.loads(raw).get("version", -1))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return -1
+
+
+# ------------------------------------------------------------------------------------- hub
+
+
+class Hub:
+    """All channels of one process. Create one in the app's lifespan; :meth:`close` at shutdown."""
+
+    def __init__(self, client: aioredis.Redis, *, queue_size: int = 256, block_ms: int = 1000,
+                 read_count: int = 1000, linger_s: float = 10.0,
+                 on_broadcast: Callable[[Message, int, int], None] | None = None) -> None:
+        self.store = RaceStore(client)
+        self.queue_size = queue_size
+        self.block_ms = block_ms
+        self.read_count = read_count
+        self.linger_s = linger_s
+        self.channels: dict[str, RaceChannel] = {}
+        self.closed = False
+        self._on_broadcast = on_broadcast
+
+    def on_broadcast(self, msg: Message, receivers: int, dropped: int) -> None:
+        if self._on_broadcast is not None:
+            self._on_broadcast(msg, receivers, dropped)
+
+    @property
+    def clients(self) -> int:
+        return sum(len(c.subscribers) for c in self.channels.values())
+
+    async def subscribe(self, race_id: str) -> tuple[RaceChannel, Subscriber]:
+        """Register a subscriber; once this returns, every entry added to the race's streams after the
+        channel's cursors reaches its queue."""
+        if self.closed:
+            raise RuntimeError("the SSE hub is shut down")
+        channel = self.channels.get(race_id)
+        sub = Subscriber(race_id, self.queue_size)
+        if channel is None:
+            channel = RaceChannel(self, race_id)
+            self.channels[race_id] = channel
+            channel.subscribers.add(sub)
+            try:
+                await channel.start()
+            except BaseException:
+                channel.subscribers.discard(sub)
+                if self.channels.get(race_id) is channel:
+                    del self.channels[race_id]
+                channel.ready.set()
+                raise
+        else:
+            channel.subscribers.add(sub)
+            if channel.linger is not None:
+                channel.linger.cancel()
+                channel.linger = None
+            await channel.ready.wait()
+            if channel.task is None:  # its start failed meanwhile
+                channel.subscribers.discard(sub)
+                raise ConnectionError(f"could not start reading race {race_id!r} from Redis")
+        return channel, sub
+
+    def unsubscribe(self, channel: RaceChannel, sub: Subscriber) -> None:
+        channel.subscribers.discard(sub)
+        if not channel.subscribers and not self.closed and channel.linger is None:
+            loop = asyncio.get_running_loop()
+            channel.linger = loop.call_later(self.linger_s, self._drop_if_idle, channel)
+
+    def _drop_if_idle(self, channel: RaceChannel) -> None:
+        channel.linger = None
+        if not channel.subscribers and self.channels.get(channel.race_id) is channel:
+            del self.channels[channel.race_id]
+            asyncio.get_running_loop().create_task(channel.stop())
+
+    async def close(self) -> None:
+        """Stop every reader and end every client stream."""
+        self.closed = True
+        channels = list(self.channels.values())
+        self.channels.clear()
+        for channel in channels:
+            if channel.linger is not None:
+                channel.linger.cancel()
+        await asyncio.gather(*(c.stop() for c in channels), return_exceptions=True)
+
+
+# ------------------------------------------------------------------------------------- one client
+
+
+@dataclass(slots=True)
+class ClientCursor:
+    events: StreamId
+    version: int
+
+
+async def client_stream(hub: Hub, race_id: str, last_event_id: str | None,
+                        on_resync: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+    """The body of one SSE response (bytes, already framed).
+
+    With no ``last_event_id`` the client starts at the current end of the events stream: the first
+    frame is the current leaderboard. With one, it first gets every events-stream entry after it, in
+    order, then the current leaderboard (unless it already has that version), then live messages.
+    """
+    if last_event_id:
+        cursor, version = parse_last_event_id(last_event_id)
+        fresh = False
+    else:
+        cursor, version = ZERO, -1
+        fresh = True
+    channel, sub = await hub.subscribe(race_id)
+    try:
+        if fresh:
+            cursor = await hub.store.last_event_id(race_id)
+        pos = ClientCursor(cursor, version)
+        first = True
+        async for chunk in _catch_up(hub, channel, race_id, pos, retry=RETRY_MS):
+            first = False
+            yield chunk
+        if first:  # nothing to send yet (no snapshot, no missed events): still tell the retry delay
+            yield b"retry: %d\r\n\r\n" % RETRY_MS
+        while True:
+            items = await sub.get_all()
+            out: list[bytes] = []
+            for item in items:
+                if item is _CLOSED:
+                    if out:
+                        yield b"".join(out)
+                    return
+                if item is RESYNC:
+                    if out:
+                        yield b"".join(out)
+                        out = []
+                    if on_resync is not None:
+                        on_resync()
+                    async for chunk in _catch_up(hub, channel, race_id, pos):
+                        yield chunk
+                    continue
+                msg: Message = item
+                if msg.kind == "leaderboard":
+                    if msg.version <= pos.version:
+                        continue
+                    pos.version = msg.version
+                    out.append(msg.frame_for(pos.events))
+                else:
+                    if msg.cursor <= pos.events:
+                        continue
+                    pos.events = msg.cursor
+                    out.append(msg.frame)
+            if out:
+                yield b"".join(out)
+    finally:
+        hub.unsubscribe(channel, sub)
+
+
+async def _catch_up(hub: Hub, channel: RaceChannel, race_id: str, pos: ClientCursor,
+                    retry: int | None = None) -> AsyncIterator[bytes]:
+    """Everything in Redis after ``pos``: missed stream entries, then the current leaderboard."""
+    store = hub.store
+    gap = await store.trimmed_after(race_id, pos.events)
+    if gap is not None:
+        note = orjson.dumps({"race_id": race_id, "reason": "trimmed", "oldest_available": str(gap),
+                             "message": "some events after your last id were trimmed from the capped stream"})
+        yield encode_frame("gap", str(pos.events), note, retry)
+        retry = None
+    while True:
+        entries = await store.events_after(race_id, pos.events, REPLAY_PAGE)
+        if not entries:
+            break
+        frames = []
+        for entry in entries:
+            frames.append(encode_frame(entry.kind, str(entry.id), entry.json, retry))
+            retry = None
+        pos.events = entries[-1].id
+        yield b"".join(frames)
+        if len(entries) < REPLAY_PAGE:
+            break
+    latest = channel.latest
+    if latest is None:
+        latest = await channel.refresh()
+    elif await store.version(race_id) > latest.version:  # the channel has not seen the newest one yet
+        raw = await store.state_raw(race_id)
+        if raw is not None and _version_of(raw) > latest.version:
+            latest = Message.leaderboard(pos.events, _version_of(raw), raw)
+    if latest is not None and latest.version > pos.version:
+        pos.version = latest.version
+        yield latest.frame_for(pos.events, retry)

@@ -1,0 +1,180 @@
+"""Read side of the Redis layout that the race dataflow writes (see ``dataflows/connectors/redis_sink.py``).
+
+Serving never writes these keys. The key formats are repeated here rather than imported so that the
+web process does not load Bytewax; ``tests/unit/test_serving_store.py`` checks they stay equal.
+
+Stream entry ids (``<ms>-<seq>``) are compared as integer pairs through :class:`StreamId`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import orjson
+import redis.asyncio as aioredis
+
+STATE_KEY = "race:{}:state"
+VERSION_KEY = "race:{}:version"
+BOARD_KEY = "race:{}:leaderboard"
+EVENTS_KEY = "race:{}:events"
+UPDATES_KEY = "race:{}:updates"
+SESSION_KEY = "race:{}:session"
+RACES_KEY = "races"
+
+#: how many known race ids a 404 message lists
+KNOWN_IN_MESSAGE = 20
+
+_STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+STREAM_ID_PATTERN = r"^\d{1,20}-\d{1,20}$"
+
+
+class StreamId(NamedTuple):
+    """A Redis stream entry id, ordered like Redis orders them.
+
+    >>> StreamId.parse("1700000000000-2") > StreamId.parse("1700000000000-10")
+    False
+    >>> str(StreamId(5, 0))
+    '5-0'
+    """
+
+    ms: int
+    seq: int
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> StreamId:
+        if isinstance(text, bytes):
+            text = text.decode("ascii", "replace")
+        m = _STREAM_ID.match(text)
+        if m is None:
+            raise ValueError(f"not a Redis stream id (expected '<ms>-<seq>', e.g. '1700000000000-0'): {text!r}")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+
+ZERO = StreamId(0, 0)
+
+
+@dataclass(slots=True, frozen=True)
+class StreamEntry:
+    """One entry of ``race:{id}:events``: a race event or a commentary line."""
+
+    id: StreamId
+    type: str
+    json: bytes  # RaceEvent.to_dict() / Commentary.to_dict() as JSON, passed through untouched
+
+    @property
+    def kind(self) -> str:
+        """SSE event name: ``commentary`` for commentary lines, ``event`` for everything else."""
+        return "commentary" if self.type == "COMMENTARY" else "event"
+
+    def to_api(self) -> dict[str, Any]:
+        return {"id": str(self.id), "type": self.type, "kind": self.kind, "data": orjson.loads(self.json)}
+
+    @classmethod
+    def from_redis(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> StreamEntry:
+        return cls(StreamId.parse(entry_id), fields.get(b"type", b"").decode("utf-8", "replace"),
+                   fields.get(b"json", b"null"))
+
+
+class RaceNotFound(LookupError):
+    def __init__(self, race_id: str, known: list[str]) -> None:
+        shown = ", ".join(known[:KNOWN_IN_MESSAGE]) or "none"
+        more = f" (and {len(known) - KNOWN_IN_MESSAGE} more)" if len(known) > KNOWN_IN_MESSAGE else ""
+        super().__init__(f"race {race_id!r} not found; known races: {shown}{more}")
+        self.race_id = race_id
+
+
+class RaceStore:
+    """Typed reads of the live race state; every method is one or two Redis round trips."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        # typed loosely: redis-py's annotations cover both str and bytes replies; this client returns bytes
+        self.client: Any = client
+
+    async def race_ids(self) -> list[str]:
+        keys = await self.client.hkeys(RACES_KEY)
+        return sorted(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
+
+    async def races(self) -> list[dict[str, Any]]:
+        raw = await self.client.hgetall(RACES_KEY)
+        out = []
+        for key, value in raw.items():
+            try:
+                summary = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(summary, dict):
+                summary.setdefault("race_id", key.decode() if isinstance(key, bytes) else str(key))
+                out.append(summary)
+        return sorted(out, key=lambda s: str(s.get("race_id")))
+
+    async def require(self, race_id: str) -> None:
+        """Raise :class:`RaceNotFound` unless the race has a summary or a state."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hexists(RACES_KEY, race_id)
+        pipe.exists(STATE_KEY.format(race_id), SESSION_KEY.format(race_id))
+        listed, exists = await pipe.execute()
+        if not listed and not exists:
+            raise RaceNotFound(race_id, await self.race_ids())
+
+    async def state_raw(self, race_id: str) -> bytes | None:
+        """The leaderboard document exactly as stored (JSON bytes), or None before the first snapshot."""
+        value = await self.client.get(STATE_KEY.format(race_id))
+        return None if value is None else bytes(value)
+
+    async def version(self, race_id: str) -> int:
+        value = await self.client.get(VERSION_KEY.format(race_id))
+        try:
+            return int(value) if value is not None else -1
+        except ValueError:
+            return -1
+
+    async def state(self, race_id: str) -> dict[str, Any] | None:
+        raw = await self.state_raw(race_id)
+        return None if raw is None else orjson.loads(raw)
+
+    async def session(self, race_id: str) -> dict[str, Any] | None:
+        raw = await self.client.get(SESSION_KEY.format(race_id))
+        return None if raw is None else orjson.loads(raw)
+
+    async def last_event_id(self, race_id: str) -> StreamId:
+        entries = await self.client.xrevrange(EVENTS_KEY.format(race_id), "+", "-", count=1)
+        return StreamId.parse(entries[0][0]) if entries else ZERO
+
+    async def events_after(self, race_id: str, after: StreamId, limit: int) -> list[StreamEntry]:
+        """Entries strictly after ``after``, oldest first, at most ``limit``."""
+        raw = await self.client.xrange(EVENTS_KEY.format(race_id), f"({after}", "+", count=limit)
+        return [StreamEntry.from_redis(i, f) for i, f in raw]
+
+    async def latest_events(self, race_id: str, limit: int) -> list[StreamEntry]:
+        """The newest ``limit`` entries, oldest first."""
+        raw = await self.client.xrevrange(EVENTS_KEY.format(race_id), "+", "-", count=limit)
+        return [StreamEntry.from_redis(i, f) for i, f in reversed(raw)]
+
+    async def trimmed_after(self, race_id: str, cursor: StreamId) -> StreamId | None:
+        """If the capped stream no longer holds what followed ``cursor`` (its oldest entry is newer than
+        the cursor), the oldest entry id still there (``0-0`` when it is empty); else None. The entry
+        at the cursor itself may have been the only one trimmed: then nothing was missed, but it
+        cannot be told apart, so the caller reports a possible gap."""
+        if cursor == ZERO:
+            return None
+        try:
+            info = await self.client.xinfo_stream(EVENTS_KEY.format(race_id))
+        except aioredis.ResponseError:  # no such stream
+            return None
+        first = info.get("first-entry") or info.get(b"first-entry")
+        if first:
+            oldest = StreamId.parse(first[0])
+            return oldest if oldest > cursor else None
+        last = info.get("last-generated-id") or info.get(b"last-generated-id")
+        return ZERO if last and StreamId.parse(last) > cursor else None
+
+def drivers_from_state(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Driver list derived from leaderboard rows, for races whose session document is not in Redis."""
+    rows = sorted(state.get("rows") or [], key=lambda r: r.get("driver_number", 0))
+    return [{"number": r.get("driver_number"), "code": r.get("code"), "name": r.get("code"),
+             "team": r.get("team"), "team_colour": r.get("team_colour")} for r in rows]

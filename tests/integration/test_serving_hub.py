@@ -1,0 +1,108 @@
+"""The fan-out hub against real Redis: one reader per race, slow clients resynchronised without loss."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from dataflows.connectors.redis_sink import EVENTS_KEY, RedisWriter
+from schemas.model import EventType, RaceEvent
+from serving.replay import play, race_outputs
+from serving.sse import Hub, client_stream
+from serving.testing import SSEParser
+
+pytestmark = pytest.mark.integration
+
+
+def _event(race_id: str, i: int) -> RaceEvent:
+    return RaceEvent(f"{race_id}:ev:{i}", race_id, EventType.PIT_STOP, 1000 + i, 1, driver_number=1, code="AAA",
+                     message=f"stop {i}")
+
+
+async def _read(gen: Any, parser: SSEParser, want: int, timeout: float = 10.0) -> list[Any]:
+    out: list[Any] = []
+    async with asyncio.timeout(timeout):
+        while len(out) < want:
+            out += parser.feed(await anext(gen))
+    return out
+
+
+def test_slow_client_is_resynced_and_fast_clients_get_everything(redis_url: str, redis_client: redis.Redis,
+                                                                 unique_race_id: str) -> None:
+    race = unique_race_id
+    _, outputs = race_outputs(race, 3, 2)
+    writer = RedisWriter(redis_url)
+    for _ in play(writer, outputs[:5]):
+        pass
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        resyncs: list[int] = []
+        hub = Hub(client, queue_size=4, block_ms=200)
+        try:
+            slow, fast = client_stream(hub, race, None, on_resync=lambda: resyncs.append(1)), client_stream(
+                hub, race, None)
+            ps, pf = SSEParser(), SSEParser()
+            assert (await _read(slow, ps, 1))[0].event == "leaderboard"
+            assert (await _read(fast, pf, 1))[0].event == "leaderboard"
+            assert len(hub.channels) == 1 and hub.clients == 2  # one reader for both
+
+            # 40 events arrive while the slow client reads nothing: its queue (4) overflows
+            await asyncio.to_thread(writer.write, [_event(race, i) for i in range(40)])
+            fast_got = await _read(fast, pf, 40)
+            await asyncio.sleep(0.5)  # the reader has fanned everything out by now
+            slow_got = await _read(slow, ps, 40)
+            want = [f"{race}:ev:{i}" for i in range(40)]
+            assert [orjson.loads(e.data)["event_id"] for e in fast_got] == want
+            assert [orjson.loads(e.data)["event_id"] for e in slow_got if e.event == "event"] == want
+            assert resyncs == [1]
+
+            # and it goes on live after the resync
+            await asyncio.to_thread(writer.write, [_event(race, 40)])
+            (last,) = await _read(slow, ps, 1)
+            assert orjson.loads(last.data)["event_id"] == f"{race}:ev:40"
+            await slow.aclose()
+            await fast.aclose()
+            assert hub.clients == 0
+        finally:
+            await hub.close()
+            await client.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        writer.close()
+
+
+def test_trimmed_history_is_reported_as_a_gap(redis_url: str, redis_client: redis.Redis, unique_race_id: str) -> None:
+    race = unique_race_id
+    writer = RedisWriter(redis_url, events_maxlen=100)
+    writer.write([_event(race, i) for i in range(5)])
+    first_id = redis_client.xrange(EVENTS_KEY.format(race), count=1)[0][0].decode()
+    # the capped stream drops its oldest entries
+    redis_client.xtrim(EVENTS_KEY.format(race), maxlen=2, approximate=False)
+    redis_client.hset("races", race, b"{}")
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        hub = Hub(client, block_ms=200)
+        try:
+            gen = client_stream(hub, race, first_id)
+            got = await _read(gen, SSEParser(), 3)
+            assert got[0].event == "gap"
+            assert [orjson.loads(e.data)["event_id"] for e in got[1:]] == [f"{race}:ev:3", f"{race}:ev:4"]
+            await gen.aclose()
+        finally:
+            await hub.close()
+            await client.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        redis_client.hdel("races", race)
+        writer.close()

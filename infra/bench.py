@@ -142,11 +142,14 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
         codec.register_all()
         sims = [RaceSimulator(f"bench-{tag}-{i}", seed + i, laps) for i in range(races)]
         t0 = time.perf_counter()
-        counts = produce_many(sims, {"bootstrap.servers": svc["bootstrap"]}, codec, speed=None)
+        per_race: dict[str, int] = {}
+
+        def count(record: Any) -> None:
+            per_race[record.race_id] = per_race.get(record.race_id, 0) + 1
+
+        produce_many(sims, {"bootstrap.servers": svc["bootstrap"]}, codec, speed=None, on_record=count)
         produce_s = time.perf_counter() - t0
-        per_race = counts.get("per_race") if isinstance(counts, dict) else None
-        events = int(counts["total"]) if isinstance(counts, dict) and "total" in counts else sum(
-            v for k, v in counts.items() if isinstance(v, int))
+        events = sum(per_race.values())
         log.info("produced %d events in %.1f s", events, produce_s)
 
         ceiling_n, ceiling_s = _ceiling(svc["bootstrap"], codec, events, timeout)
@@ -154,7 +157,7 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
         env = {**os.environ, "RACEWIRE_KAFKA_BOOTSTRAP": svc["bootstrap"],
                "RACEWIRE_REDIS_URL": svc["redis_url"], "RACEWIRE_SCHEMA_REGISTRY_URL": svc["registry_url"]}
         client = redis.Redis.from_url(svc["redis_url"])
-        expected: dict[str, int | None] = {sim.race_id: (per_race or {}).get(sim.race_id) for sim in sims}
+        expected: dict[str, int | None] = {sim.race_id: per_race.get(sim.race_id) for sim in sims}
         spawn = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "--log-level", "WARNING", "flow", "race",
                                  "--workers", str(workers)], env=env)

@@ -93,7 +93,7 @@ class RaceState:
         self.emitted: set[str] = set()
         #: set when something at the timing line changed since the last snapshot
         self.timing_dirty = True
-        #: set when only the telemetry running order changed since the last snapshot
+        #: set when only telemetry (running order, car positions) changed since the last snapshot
         self.order_dirty = False
 
     # ------------------------------------------------------------------ input
@@ -134,19 +134,16 @@ class RaceState:
         self.version += 1
         if t.ts_ms > self.ts_ms:
             self.ts_ms = t.ts_ms
+        self.order_dirty = True  # positions moved (the map), and the version advanced
         if t.ts_ms < car.telemetry_ms:
             return []  # an older sample than one already applied
         car.telemetry_ms = t.ts_ms
         car.x, car.y, car.speed_kph = t.x, t.y, t.speed_kph
-        if car.in_pit != t.in_pit:
-            car.in_pit = t.in_pit
-            self.order_dirty = True
+        car.in_pit = t.in_pit
         progress = t.lap - 1 + t.progress
         car.telemetry_progress = progress
-        if progress >= self.timing.cars[t.driver_number].laps and self.live.update(
-            t.driver_number, progress
-        ):
-            self.order_dirty = True
+        if progress >= self.timing.cars[t.driver_number].laps:
+            self.live.update(t.driver_number, progress)
         return []
 
     def _lap(self, u: DriverUpdate) -> list[RaceEvent] | Rejection:

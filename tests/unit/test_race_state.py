@@ -149,7 +149,9 @@ def test_side_by_side_in_telemetry_does_not_burst_swaps() -> None:
         r.tel(2, ts + 1, 1, base + d)
     assert r.state.live.swaps == 0
     telemetry_boards = [o for o in r.outputs if isinstance(o, Leaderboard) and o.reason == "telemetry"]
-    assert telemetry_boards == []
+    # the builder's clock moves 1 s per record, so every telemetry sample may go out: the running
+    # order in all of them is unchanged
+    assert telemetry_boards and all([row.driver_number for row in b.rows] == [1, 2] for b in telemetry_boards)
     r.tel(2, 30_000, 1, 0.40)  # now clearly ahead (50 m)
     r.tel(1, 30_001, 1, 0.39)
     assert r.state.live.order == [2, 1] and r.state.live.swaps == 1

@@ -1,0 +1,478 @@
+// racewire live timing page: plain JavaScript, no build step, nothing loaded from outside this server.
+//
+// Data: REST for the race list, the session (drivers, track outline) and the recent events; then one
+// EventSource on /api/races/{id}/stream. The browser reconnects by itself and sends Last-Event-ID, so
+// the server resumes exactly after the last message this page received.
+"use strict";
+
+(() => {
+  const $ = (sel) => document.querySelector(sel);
+  const params = new URLSearchParams(location.search);
+
+  const state = {
+    raceId: null,
+    source: null,
+    lastId: null,          // id of the last SSE message / newest event shown
+    session: null,
+    drivers: new Map(),    // number -> driver
+    board: null,
+    follow: (params.get("follow") || "").toUpperCase() || null,
+    rowsEl: new Map(),     // number -> <tr>
+    prevPos: new Map(),    // number -> position
+    cars: new Map(),       // number -> {anchor, rate, at, x, y, el}
+    outline: null,         // {pts, cum, len}
+    history: new Map(),    // number -> {laps: Map(lap -> ms), gaps: Map(lap -> ms)}
+    chartMode: "laps",
+    chartSel: new Set(),
+    chartUserSet: false,
+    retryTimer: null,
+    feedCount: 0,
+  };
+
+  // --------------------------------------------------------------------------------- formatting
+  const fmtLap = (ms) => {
+    if (ms == null) return "";
+    const m = Math.floor(ms / 60000), s = (ms % 60000) / 1000;
+    return (m ? `${m}:${s.toFixed(3).padStart(6, "0")}` : s.toFixed(3));
+  };
+  const fmtGap = (ms, laps, leader) => {
+    if (leader) return "LEADER";
+    if (laps > 0) return `+${laps} LAP${laps > 1 ? "S" : ""}`;
+    if (ms == null) return "";
+    return `+${(ms / 1000).toFixed(3)}`;
+  };
+  const colour = (hex) => `#${(hex || "888888").replace(/^#/, "")}`;
+  const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  const el = (tag, cls, html) => { const e = document.createElement(tag); if (cls) e.className = cls; if (html != null) e.innerHTML = html; return e; };
+  const svg = (tag, attrs) => { const e = document.createElementNS("http://www.w3.org/2000/svg", tag); for (const k in attrs) e.setAttribute(k, attrs[k]); return e; };
+
+  // --------------------------------------------------------------------------------- connection
+  function setConn(kind, label) {
+    const c = $("#conn");
+    c.className = `conn conn-${kind}`;
+    c.querySelector(".label").textContent = label;
+  }
+
+  // --------------------------------------------------------------------------------- races
+  async function getJSON(url) {
+    const r = await fetch(url, { headers: { Accept: "application/json" } });
+    if (!r.ok) throw new Error(`${url}: ${r.status}`);
+    return r.json();
+  }
+
+  async function loadRaceList() {
+    let races = [];
+    try { races = (await getJSON("/api/races")).races; } catch (e) { setConn("offline", "server unreachable"); return races; }
+    const pick = $("#race-picker");
+    const current = state.raceId || params.get("race");
+    pick.innerHTML = "";
+    if (!races.length) pick.append(new Option("no races yet", ""));
+    const order = { live: 0, chequered: 1, finished: 2 };
+    races.sort((a, b) => (order[a.status] ?? 3) - (order[b.status] ?? 3) || String(a.race_id).localeCompare(b.race_id));
+    for (const r of races) {
+      const label = `${r.name || r.race_id} · ${r.status || "?"}${r.lap != null ? ` · L${r.lap}/${r.total_laps}` : ""}`;
+      const o = new Option(label, r.race_id);
+      if (r.race_id === current) o.selected = true;
+      pick.append(o);
+    }
+    return races;
+  }
+
+  async function openRace(raceId) {
+    if (!raceId) return;
+    if (state.source) { state.source.close(); state.source = null; }
+    clearTimeout(state.retryTimer);
+    Object.assign(state, { raceId, lastId: null, session: null, board: null, outline: null });
+    state.drivers.clear(); state.rowsEl.clear(); state.prevPos.clear(); state.cars.clear(); state.history.clear();
+    state.chartSel.clear(); state.chartUserSet = false; state.feedCount = 0;
+    $("#tower tbody").innerHTML = ""; $("#feed").innerHTML = ""; $("#map").innerHTML = "";
+    $("#hero").hidden = true; $("#fastest").hidden = true;
+    params.set("race", raceId);
+    history.replaceState(null, "", `?${params}`);
+    setConn("connecting", "connecting");
+
+    try {
+      const s = await getJSON(`/api/races/${encodeURIComponent(raceId)}/drivers`);
+      state.session = s;
+      for (const d of s.drivers || []) state.drivers.set(d.number, d);
+      $("#race-name").textContent = [s.name, s.circuit].filter(Boolean).join(" · ");
+      drawTrack(s.track_outline || []);
+    } catch (e) { /* the stream still works without the session */ }
+    try {
+      const ev = await getJSON(`/api/races/${encodeURIComponent(raceId)}/events?limit=60`);
+      for (const e of ev.events) addFeed(e.kind, e.data, e.id, false);
+      if (ev.next) state.lastId = ev.next;
+    } catch (e) { /* empty feed */ }
+    connect();
+  }
+
+  function connect() {
+    const raceId = state.raceId;
+    const url = `/api/races/${encodeURIComponent(raceId)}/stream${state.lastId ? `?after=${encodeURIComponent(state.lastId)}` : ""}`;
+    const es = new EventSource(url);
+    state.source = es;
+    es.onopen = () => setConn("live", "live");
+    es.onerror = () => {
+      if (es.readyState === EventSource.CLOSED) {
+        // the server refused (e.g. race gone) or the browser gave up: try again shortly, resuming
+        setConn("offline", "offline · retrying");
+        clearTimeout(state.retryTimer);
+        state.retryTimer = setTimeout(() => { if (state.source === es && state.raceId === raceId) connect(); }, 5000);
+      } else {
+        setConn("reconnecting", "reconnecting…");
+      }
+    };
+    es.addEventListener("leaderboard", (m) => { state.lastId = m.lastEventId; onBoard(JSON.parse(m.data)); });
+    es.addEventListener("event", (m) => { state.lastId = m.lastEventId; addFeed("event", JSON.parse(m.data), m.lastEventId, true); });
+    es.addEventListener("commentary", (m) => { state.lastId = m.lastEventId; addFeed("commentary", JSON.parse(m.data), m.lastEventId, true); });
+    es.addEventListener("gap", (m) => { addFeed("gap", JSON.parse(m.data), m.lastEventId, true); });
+  }
+
+  // --------------------------------------------------------------------------------- leaderboard
+  function onBoard(b) {
+    const prev = state.board;
+    state.board = b;
+    $("#lap-counter").textContent = `LAP ${Math.min(b.lap || 0, b.total_laps || 0) || b.lap || 0}/${b.total_laps || "–"}`;
+    const flag = $("#flag");
+    const flagKind = b.finished ? "CHEQUERED" : (b.track_status || "none");
+    flag.className = `flag flag-${flagKind}`;
+    flag.textContent = { GREEN: "GREEN", YELLOW: "YELLOW", SC: "SAFETY CAR", VSC: "VSC", VSC_ENDING: "VSC ENDING",
+      RED: "RED FLAG", CHEQUERED: "CHEQUERED" }[flagKind] || flagKind;
+    renderTower(b);
+    renderHero(b.hero);
+    renderFastest(b.fastest_lap);
+    recordHistory(b, prev);
+    updateCars(b);
+    renderChart();
+  }
+
+  function renderTower(b) {
+    const tbody = $("#tower tbody");
+    const fl = b.fastest_lap;
+    const rows = b.rows || [];
+    rows.forEach((r, i) => {
+      let tr = state.rowsEl.get(r.driver_number);
+      if (!tr) {
+        tr = el("tr");
+        tr.dataset.driver = r.driver_number;
+        tr.innerHTML = `<td class="c-pos"></td><td class="c-drv"><span class="teambar"></span><span class="code"></span><span class="delta"></span></td>
+          <td class="c-gap"></td><td class="c-int"></td><td class="c-last"></td><td class="c-best"></td>
+          <td class="c-tyre"></td><td class="c-pit"></td><td class="c-status"></td>`;
+        tr.addEventListener("click", () => setFollow(tr.dataset.code === state.follow ? null : tr.dataset.code));
+        state.rowsEl.set(r.driver_number, tr);
+      }
+      tr.dataset.code = r.code;
+      tr.dataset.position = r.position;
+      const c = tr.children;
+      c[0].textContent = r.position;
+      c[1].querySelector(".teambar").style.background = colour(r.team_colour);
+      c[1].querySelector(".code").textContent = r.code;
+      c[1].title = (state.drivers.get(r.driver_number) || {}).name || r.team;
+      const g = r.positions_gained_last_lap;
+      const d = c[1].querySelector(".delta");
+      d.className = `delta ${g > 0 ? "up" : g < 0 ? "down" : ""}`;
+      d.textContent = g > 0 ? `▲${g}` : g < 0 ? `▼${-g}` : "";
+      c[2].textContent = fmtGap(r.gap_ms, r.gap_laps, i === 0);
+      c[3].textContent = i === 0 ? "" : fmtGap(r.interval_ms, r.interval_laps, false);
+      c[4].textContent = fmtLap(r.last_lap_ms);
+      c[4].className = "c-last" + (r.last_lap_ms != null && r.last_lap_ms === r.best_lap_ms ? (fl && fl.driver_number === r.driver_number && fl.lap_time_ms === r.last_lap_ms ? " fastest" : " pb") : "");
+      c[5].textContent = fmtLap(r.best_lap_ms);
+      c[5].className = "c-best" + (fl && fl.driver_number === r.driver_number ? " fastest" : "");
+      c[6].innerHTML = r.compound ? `<span class="tyre tyre-${esc(r.compound)}" title="${esc(r.compound)}">${esc(r.compound[0])}</span>${r.tyre_age ?? ""}` : "";
+      c[7].textContent = r.pit_count || 0;
+      c[8].innerHTML = `<span class="status status-${esc(r.status)}">${r.status === "RUNNING" ? "" : esc(r.status)}</span>`;
+      const before = state.prevPos.get(r.driver_number);
+      tr.classList.toggle("moved-up", before != null && r.position < before);
+      tr.classList.toggle("moved-down", before != null && r.position > before);
+      tr.classList.toggle("retired", r.status === "RETIRED");
+      tr.classList.toggle("followed", r.code === state.follow);
+      state.prevPos.set(r.driver_number, r.position);
+      if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+    });
+    while (tbody.children.length > rows.length) tbody.lastChild.remove();
+    setTimeout(() => { for (const tr of tbody.children) tr.classList.remove("moved-up", "moved-down"); }, 1200);
+  }
+
+  function renderHero(h) {
+    const box = $("#hero");
+    if (!h) { box.hidden = true; return; }
+    const gained = h.positions_gained > 0 ? `gained ${h.positions_gained} place${h.positions_gained > 1 ? "s" : ""} on the last lap`
+      : h.positions_gained < 0 ? `lost ${-h.positions_gained} on the last lap` : "held position on the last lap";
+    box.innerHTML = `<span class="title">Last-lap hero</span><span class="who">${esc(h.code)}</span>
+      <span class="time">${fmtLap(h.lap_time_ms)}</span><span>lap ${h.lap} · ${gained}</span>
+      ${h.final ? "" : '<span class="prov">provisional</span>'}`;
+    box.dataset.code = h.code;
+    box.hidden = false;
+  }
+
+  function renderFastest(f) {
+    const chip = $("#fastest");
+    if (!f) { chip.hidden = true; return; }
+    chip.textContent = `Fastest lap ${f.code} ${fmtLap(f.lap_time_ms)} (L${f.lap})`;
+    chip.hidden = false;
+  }
+
+  function setFollow(code) {
+    state.follow = code;
+    if (code) params.set("follow", code); else params.delete("follow");
+    history.replaceState(null, "", `?${params}`);
+    for (const tr of state.rowsEl.values()) tr.classList.toggle("followed", tr.dataset.code === code);
+    for (const car of state.cars.values()) {
+      car.el.classList.toggle("followed", car.code === code);
+      car.el.classList.toggle("labelled", car.code === code || (state.board && state.board.rows[0] && state.board.rows[0].code === car.code));
+    }
+    $("#follow-label").textContent = code ? `following ${code}` : "";
+    if (code) {
+      const n = [...state.rowsEl.values()].find((tr) => tr.dataset.code === code);
+      if (n) state.chartSel.add(Number(n.dataset.driver));
+      const row = [...state.rowsEl.values()].find((tr) => tr.dataset.code === code);
+      if (row && window.innerWidth < 1000) row.scrollIntoView({ block: "nearest" });
+    }
+    renderChips(); renderChart();
+  }
+
+  // --------------------------------------------------------------------------------- track map
+  function drawTrack(outline) {
+    const map = $("#map");
+    map.innerHTML = "";
+    if (!outline.length) { state.outline = null; return; }
+    const pts = outline.map((p) => [p.x, -p.y]);   // SVG y grows downwards
+    const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+    const minX = Math.min(...xs), maxX = Math.max(...xs), minY = Math.min(...ys), maxY = Math.max(...ys);
+    const pad = Math.max(maxX - minX, maxY - minY) * 0.06 + 20;
+    map.setAttribute("viewBox", `${minX - pad} ${minY - pad} ${maxX - minX + 2 * pad} ${maxY - minY + 2 * pad}`);
+    map.setAttribute("preserveAspectRatio", "xMidYMid meet");
+    const d = "M" + pts.map((p) => `${p[0].toFixed(1)},${p[1].toFixed(1)}`).join("L") + "Z";
+    const scale = Math.max(maxX - minX, maxY - minY) / 400;
+    map.append(svg("path", { d, class: "track", "stroke-width": (14 * scale).toFixed(1) }));
+    map.append(svg("path", { d, class: "track-inner", "stroke-width": (2 * scale).toFixed(1) }));
+    const [a, b] = [pts[0], pts[1]];
+    const nx = -(b[1] - a[1]), ny = b[0] - a[0], nl = Math.hypot(nx, ny) || 1, half = 12 * scale;
+    map.append(svg("line", { x1: a[0] + nx / nl * half, y1: a[1] + ny / nl * half, x2: a[0] - nx / nl * half,
+      y2: a[1] - ny / nl * half, class: "startline", "stroke-width": (4 * scale).toFixed(1) }));
+    const cum = [0];
+    for (let i = 0; i < pts.length; i++) {
+      const p = pts[i], q = pts[(i + 1) % pts.length];
+      cum.push(cum[i] + Math.hypot(q[0] - p[0], q[1] - p[1]));
+    }
+    state.outline = { pts, cum, len: cum[cum.length - 1], scale };
+    map.append(svg("g", { id: "cars" }));
+  }
+
+  // a point on the outline at a fraction of the lap (progress is lap distance, measured from the line)
+  function onTrack(frac) {
+    const o = state.outline;
+    let dist = (((frac % 1) + 1) % 1) * o.len, lo = 0, hi = o.pts.length - 1;
+    while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (o.cum[mid] <= dist) lo = mid; else hi = mid - 1; }
+    const p = o.pts[lo], q = o.pts[(lo + 1) % o.pts.length], seg = o.cum[lo + 1] - o.cum[lo] || 1, t = (dist - o.cum[lo]) / seg;
+    return [p[0] + (q[0] - p[0]) * t, p[1] + (q[1] - p[1]) * t];
+  }
+
+  function updateCars(b) {
+    const o = state.outline;
+    const group = $("#cars");
+    if (!o || !group) return;
+    const now = performance.now();
+    const positions = b.positions || {};
+    for (const r of b.rows || []) {
+      let car = state.cars.get(r.driver_number);
+      if (!car) {
+        const g = svg("g", { class: "car", "data-driver": r.driver_number });
+        const radius = 9 * o.scale;
+        g.append(svg("circle", { r: radius.toFixed(1), fill: colour(r.team_colour) }));
+        const t = svg("text", { x: (radius * 1.3).toFixed(1), y: (-radius * 0.6).toFixed(1), "font-size": (18 * o.scale).toFixed(1) });
+        t.textContent = r.code;
+        g.append(t);
+        const tip = svg("title", {});
+        tip.textContent = r.code;
+        g.append(tip);
+        group.append(g);
+        car = { el: g, code: r.code, anchor: null, at: now, rate: 0, x: null, y: null };
+        state.cars.set(r.driver_number, car);
+      }
+      car.code = r.code;
+      car.el.classList.toggle("followed", r.code === state.follow);
+      car.el.classList.toggle("dim", r.status === "RETIRED");
+      car.el.classList.toggle("labelled", r.position === 1 || r.code === state.follow);
+      const xy = positions[String(r.driver_number)];
+      const moving = r.status === "RUNNING";
+      if (car.anchor != null && moving && r.progress > car.anchor) {
+        const dt = now - car.at;
+        if (dt > 50) car.rate = car.rate ? 0.7 * car.rate + 0.3 * (r.progress - car.anchor) / dt : (r.progress - car.anchor) / dt;
+      }
+      if (!moving) car.rate = 0;
+      car.anchor = r.progress; car.at = now; car.status = r.status;
+      if (xy) { car.x = xy[0]; car.y = -xy[1]; car.exact = true; } else { car.exact = false; }
+      if (r.status === "PIT" && xy) car.rate = 0;  // in the pit lane: off the outline, show the reported spot
+    }
+    // followed car drawn last (on top)
+    const f = [...state.cars.values()].find((c) => c.code === state.follow);
+    if (f) group.append(f.el);
+    if (!state.animating) { state.animating = true; requestAnimationFrame(animate); }
+  }
+
+  function animate() {
+    const now = performance.now();
+    for (const car of state.cars.values()) {
+      let x = car.x, y = car.y;
+      if (car.rate > 0 && state.outline) {
+        // dead reckoning between snapshots along the outline, at the car's recent pace (at most 3 s ahead)
+        const ahead = Math.min(now - car.at, 3000) * car.rate;
+        [x, y] = onTrack(car.anchor + ahead);
+      } else if (!car.exact && state.outline && car.anchor != null) {
+        [x, y] = onTrack(car.anchor);
+      }
+      if (x != null) car.el.setAttribute("transform", `translate(${x.toFixed(1)},${y.toFixed(1)})`);
+    }
+    requestAnimationFrame(animate);
+  }
+
+  // --------------------------------------------------------------------------------- chart
+  function recordHistory(b, prev) {
+    for (const r of b.rows || []) {
+      let h = state.history.get(r.driver_number);
+      if (!h) { h = { laps: new Map(), gaps: new Map(), code: r.code, colour: colour(r.team_colour) }; state.history.set(r.driver_number, h); }
+      if (r.laps > 0 && r.last_lap_ms != null && !h.laps.has(r.laps)) h.laps.set(r.laps, r.last_lap_ms);
+      if (r.laps > 0 && r.gap_laps === 0 && r.gap_ms != null) h.gaps.set(r.laps, r.gap_ms);
+      if (r.position === 1 && r.laps > 0) h.gaps.set(r.laps, 0);
+    }
+    if (!state.chartUserSet && b.rows && b.rows.length) {
+      state.chartSel = new Set(b.rows.slice(0, 3).map((r) => r.driver_number));
+      const f = b.rows.find((r) => r.code === state.follow);
+      if (f) state.chartSel.add(f.driver_number);
+    }
+    if (!prev || (prev.rows || []).length !== (b.rows || []).length) renderChips();
+    else if (!state.chartUserSet) renderChips();
+  }
+
+  function renderChips() {
+    const box = $("#chart-drivers");
+    box.innerHTML = "";
+    const rows = (state.board && state.board.rows) || [];
+    for (const r of rows) {
+      const on = state.chartSel.has(r.driver_number);
+      const b = el("button", `chip${on ? " on" : ""}`, esc(r.code));
+      b.type = "button";
+      b.style.color = on ? colour(r.team_colour) : "";
+      b.addEventListener("click", () => {
+        state.chartUserSet = true;
+        if (state.chartSel.has(r.driver_number)) state.chartSel.delete(r.driver_number); else state.chartSel.add(r.driver_number);
+        renderChips(); renderChart();
+      });
+      box.append(b);
+    }
+  }
+
+  let chartQueued = false;
+  function renderChart() {
+    if (chartQueued) return;
+    chartQueued = true;
+    requestAnimationFrame(() => { chartQueued = false; drawChart(); });
+  }
+
+  function drawChart() {
+    const cv = $("#chart");
+    const dpr = window.devicePixelRatio || 1;
+    const w = cv.clientWidth, h = cv.clientHeight;
+    if (!w || !h) return;
+    if (cv.width !== w * dpr || cv.height !== h * dpr) { cv.width = w * dpr; cv.height = h * dpr; }
+    const ctx = cv.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const key = state.chartMode === "laps" ? "laps" : "gaps";
+    const series = [...state.chartSel].map((n) => state.history.get(n)).filter(Boolean)
+      .map((s) => ({ s, pts: [...s[key].entries()].sort((a, b) => a[0] - b[0]) })).filter((x) => x.pts.length);
+    ctx.fillStyle = "#8a92a6"; ctx.font = "11px system-ui, sans-serif";
+    if (!series.length) { ctx.fillText("Lap data appears as drivers complete laps.", 12, h / 2); return; }
+    let vals = series.flatMap((x) => x.pts.map((p) => p[1]));
+    if (key === "laps") {   // ignore outliers (pit laps, safety car) for the scale
+      const sorted = [...vals].sort((a, b) => a - b), med = sorted[Math.floor(sorted.length / 2)];
+      vals = vals.filter((v) => v < med * 1.15);
+    }
+    const laps = series.flatMap((x) => x.pts.map((p) => p[0]));
+    const x0 = Math.min(...laps), x1 = Math.max(...laps, x0 + 1);
+    let y0 = Math.min(...vals), y1 = Math.max(...vals);
+    if (y1 - y0 < 1000) { y0 -= 500; y1 += 500; }
+    const L = 58, R = 34, T = 12, B = 22;
+    const X = (v) => L + (v - x0) / (x1 - x0) * (w - L - R);
+    const Y = (v) => T + (Math.min(Math.max(v, y0), y1) - y0) / (y1 - y0) * (h - T - B);  // lower is better: top
+    ctx.strokeStyle = "#2a2f3a"; ctx.lineWidth = 1;
+    for (let i = 0; i <= 4; i++) {
+      const v = y0 + (y1 - y0) * i / 4, yy = Y(v);
+      ctx.beginPath(); ctx.moveTo(L, yy); ctx.lineTo(w - R, yy); ctx.stroke();
+      ctx.fillText(key === "laps" ? fmtLap(Math.round(v)) : `+${(v / 1000).toFixed(1)}s`, 4, yy + 4);
+    }
+    const step = Math.max(1, Math.ceil((x1 - x0) / 10));
+    for (let l = x0; l <= x1; l += step) ctx.fillText(`L${l}`, X(l) - 8, h - 6);
+    for (const { s, pts } of series) {
+      const followed = s.code === state.follow;
+      ctx.strokeStyle = s.colour; ctx.lineWidth = followed ? 3 : 1.6;
+      ctx.beginPath();
+      pts.forEach(([lap, v], i) => (i ? ctx.lineTo(X(lap), Y(v)) : ctx.moveTo(X(lap), Y(v))));
+      ctx.stroke();
+      ctx.fillStyle = s.colour;
+      for (const [lap, v] of pts) { ctx.beginPath(); ctx.arc(X(lap), Y(v), followed ? 3 : 2.2, 0, 2 * Math.PI); ctx.fill(); }
+      const [ll, lv] = pts[pts.length - 1];
+      ctx.fillStyle = s.colour; ctx.fillText(s.code, Math.min(X(ll) + 4, w - 30), Y(lv) - 4);
+      ctx.fillStyle = "#8a92a6";
+    }
+  }
+
+  // --------------------------------------------------------------------------------- events feed
+  // short labels rather than emoji: headless and minimal systems often have no emoji font
+  const ICONS = { OVERTAKE: "PASS", PIT_STOP: "PIT", FLAG: "FLAG", RETIREMENT: "OUT", FASTEST_LAP: "FL", PERSONAL_BEST: "PB",
+    LAST_LAP_HERO: "HERO", RACE_START: "GO", CHEQUERED_FLAG: "END", FINISHED: "FIN", CLASSIFICATION: "RES", PENALTY: "PEN" };
+  const SHOWN = new Set(["OVERTAKE", "PIT_STOP", "FLAG", "RETIREMENT", "FASTEST_LAP", "LAST_LAP_HERO", "RACE_START",
+    "CHEQUERED_FLAG", "PENALTY", "CLASSIFICATION"]);
+
+  function describe(e) {
+    if (e.message) return e.message;
+    switch (e.type) {
+      case "OVERTAKE": return `${e.code} passes ${e.other_code}`;
+      case "PIT_STOP": return `${e.code} pits${e.pit_lane_ms ? ` (${(e.pit_lane_ms / 1000).toFixed(1)} s in the lane)` : ""}`;
+      case "FASTEST_LAP": return `Fastest lap: ${e.code} ${fmtLap(e.lap_time_ms)}`;
+      case "LAST_LAP_HERO": return `Last-lap hero: ${e.code} ${fmtLap(e.lap_time_ms)}`;
+      case "RETIREMENT": return `${e.code} retires`;
+      case "FLAG": return `Track status: ${e.track_status}`;
+      default: return `${e.type}${e.code ? ` ${e.code}` : ""}`;
+    }
+  }
+
+  function addFeed(kind, data, id, live) {
+    if (kind === "event" && !SHOWN.has(data.type)) return;
+    const feed = $("#feed");
+    const li = el("li", kind === "event" ? data.type : kind);
+    li.dataset.id = id || "";
+    const text = kind === "commentary" ? data.text : kind === "gap" ? data.message : describe(data);
+    const icon = kind === "commentary" ? "MIC" : kind === "gap" ? "GAP" : (ICONS[data.type] || "•");
+    li.innerHTML = `<span class="lap">${data.lap != null ? `L${data.lap}` : ""}</span><span class="icon">${icon}</span><span class="text">${esc(text)}</span>`;
+    if (kind === "commentary") li.classList.add("commentary");
+    feed.prepend(li);
+    while (feed.children.length > 150) feed.lastChild.remove();
+    state.feedCount++;
+    if (!live) li.style.animation = "none";
+  }
+
+  // --------------------------------------------------------------------------------- wiring
+  $("#race-picker").addEventListener("change", (e) => openRace(e.target.value));
+  document.querySelectorAll(".seg button").forEach((b) => b.addEventListener("click", () => {
+    document.querySelectorAll(".seg button").forEach((x) => x.classList.toggle("on", x === b));
+    state.chartMode = b.dataset.mode;
+    renderChart();
+  }));
+  window.addEventListener("resize", renderChart);
+  if (state.follow) $("#follow-label").textContent = `following ${state.follow}`;
+
+  (async () => {
+    const races = await loadRaceList();
+    const wanted = params.get("race");
+    const start = races.find((r) => r.race_id === wanted) || races.find((r) => r.status === "live") || races[0];
+    if (start) { $("#race-picker").value = start.race_id; openRace(start.race_id); }
+    else setConn("connecting", "waiting for a race");
+    // keep the list fresh; pick up the first race if none was there yet
+    setInterval(async () => {
+      const list = await loadRaceList();
+      if (!state.raceId && list.length) { $("#race-picker").value = list[0].race_id; openRace(list[0].race_id); }
+    }, 10000);
+  })();
+})();

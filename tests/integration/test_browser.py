@@ -1,0 +1,154 @@
+"""End to end in a real browser: Playwright drives Debian's headless Chromium (never a downloaded one).
+
+A simulated race (the dataflow's own race logic, written with its Redis sink) is fed into Redis
+progressively while the page is open: the tower must show 20 rows that reorder, the map's car dots
+must move, the hero banner must appear at the flag. Screenshots go to ``test-artifacts/``.
+
+Needs the ``playwright`` package and ``/usr/bin/chromium`` (Debian package ``chromium``); skipped
+with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from dataflows.connectors.redis_sink import RedisWriter
+from infra.settings import Settings
+from schemas.model import RaceEvent
+from serving.app import ServingOptions, create_app
+from serving.replay import race_outputs, write_session
+from serving.testing import serve_in_thread
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+RACE_SECONDS = 14.0  # the whole simulated race is played in about this much wall time
+
+if importlib.util.find_spec("playwright") is None:
+    pytest.skip("the playwright package is not installed (pip install playwright; no browser download needed)",
+                allow_module_level=True)
+if not CHROMIUM.exists():
+    pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _snapshot(page: Any) -> dict[str, Any]:
+    return page.evaluate("""() => ({
+        order: [...document.querySelectorAll('#tower tbody tr')].map(tr => tr.dataset.code),
+        dots: Object.fromEntries([...document.querySelectorAll('#map g.car')].map(
+            g => [g.dataset.driver, g.getAttribute('transform')])),
+        hero: document.querySelector('#hero').hidden ? null : document.querySelector('#hero').dataset.code,
+        conn: document.querySelector('#conn .label').textContent,
+        lap: document.querySelector('#lap-counter').textContent,
+        feed: document.querySelectorAll('#feed li').length,
+    })""")
+
+
+def test_live_race_in_the_browser(browser: Any, redis_url: str, redis_client: redis.Redis,
+                                  unique_race_id: str) -> None:
+    race_id = unique_race_id
+    session, outputs = race_outputs(race_id, seed=11, laps=3)
+    final = [o.item.board for o in outputs if not isinstance(o.item, RaceEvent)][-1]
+    assert final.hero is not None
+    follow = final.rows[5].code
+    speed = outputs[-1].ts_ms / 1000 / RACE_SECONDS
+
+    writer = RedisWriter(redis_url)
+    app = create_app(Settings(redis_url=redis_url), ServingOptions(rate_limit_per_s=0))  # type: ignore[call-arg]
+    errors: list[str] = []
+    try:
+        with serve_in_thread(app) as url:
+            write_session(writer, session)
+            first = next(i for i, o in enumerate(outputs) if not isinstance(o.item, RaceEvent))
+            writer.write([o.item for o in outputs[: first + 1]])
+
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(f"{url}/?race={race_id}&follow={follow}")
+            page.wait_for_selector("#tower tbody tr:nth-child(20)", timeout=10_000)
+            page.wait_for_function("document.querySelectorAll('#map g.car').length === 20", timeout=10_000)
+            assert page.locator("#tower tbody tr.followed").get_attribute("data-code") == follow
+
+            samples = [_snapshot(page)]
+            t0 = time.perf_counter()
+            base = outputs[first].ts_ms
+            i = first + 1
+            next_sample = 0.0
+            mid_shot = False
+            ARTIFACTS.mkdir(exist_ok=True)
+            while i < len(outputs):
+                due = (outputs[i].ts_ms - base) / 1000 / speed
+                now = time.perf_counter() - t0
+                if now >= due:
+                    j = i
+                    while j < len(outputs) and outputs[j].ts_ms == outputs[i].ts_ms:
+                        j += 1
+                    writer.write([o.item for o in outputs[i:j]])
+                    i = j
+                    continue
+                if now >= next_sample:
+                    samples.append(_snapshot(page))
+                    next_sample = now + 0.25
+                    if not mid_shot and i > len(outputs) * 0.6:
+                        mid_shot = True
+                        page.screenshot(path=str(ARTIFACTS / "leaderboard-midrace.png"))
+                time.sleep(min(0.02, due - now))
+            page.wait_for_selector("#hero:not([hidden])", timeout=10_000)
+            page.wait_for_timeout(300)
+            samples.append(_snapshot(page))
+
+            orders = [tuple(s["order"]) for s in samples if len(s["order"]) == 20]
+            assert orders and all(len(set(o)) == 20 for o in orders)
+            assert len(set(orders)) >= 3, "the tower never reordered"
+            assert orders[-1] == tuple(r.code for r in final.rows)
+
+            moved = sum(1 for n, pos in samples[-1]["dots"].items() if pos != samples[1]["dots"].get(n))
+            assert moved >= 10, f"only {moved} car dots moved on the map"
+            assert samples[-1]["hero"] == final.hero.code
+            assert samples[-1]["conn"] == "live"
+            assert samples[-1]["lap"] == "LAP 3/3"
+            assert samples[-1]["feed"] > 5
+
+            page.screenshot(path=str(ARTIFACTS / "leaderboard.png"), full_page=True)
+
+            # follow another driver by clicking their row: the URL and the map follow
+            other = final.rows[0].code
+            page.click(f"#tower tbody tr[data-code='{other}']")
+            assert f"follow={other}" in page.url
+            assert page.locator("#map g.car.followed").count() == 1
+
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+            phone.goto(f"{url}/?race={race_id}")
+            phone.wait_for_selector("#tower tbody tr:nth-child(20)", timeout=10_000)
+            phone.wait_for_selector("#hero:not([hidden])", timeout=10_000)
+            width = phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390 + 1, f"the phone layout overflows horizontally ({width}px)"
+            phone.screenshot(path=str(ARTIFACTS / "leaderboard-phone.png"), full_page=False)
+            page.close()
+            phone.close()
+    finally:
+        redis_client.hdel("races", race_id)
+        writer.close()
+    assert not errors, errors

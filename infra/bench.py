@@ -93,11 +93,11 @@ def _ceiling(bootstrap: str, codec: Any, expected: int, timeout: float) -> tuple
     """Plain consume + Avro decode of every input message: (messages, seconds)."""
     from confluent_kafka import Consumer, TopicPartition
 
+    from dataflows.connectors.kafka import CONSUMER_TUNING
     from schemas.codec import INPUT_TOPICS
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 5,
-                         "queued.min.messages": 20000})
+                         "enable.auto.commit": False, **CONSUMER_TUNING})
     md = consumer.list_topics(timeout=10)
     parts = [TopicPartition(t, p, 0) for t in INPUT_TOPICS for p in md.topics[t].partitions]
     consumer.assign(parts)

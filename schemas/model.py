@@ -6,6 +6,10 @@ equal the Avro field names in ``schemas/avro/*.avsc`` one for one.
 
 Times are integers in milliseconds of *session time* (``*_ms``) unless a field is a
 timezone-aware :class:`datetime.datetime`.
+
+Records are treated as immutable values, but the dataclasses are not ``frozen``: constructing a
+frozen slotted dataclass costs about ten times as much (every field goes through
+``object.__setattr__``), and one is built per input record on the hot path.
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ class _Record:
 # --------------------------------------------------------------------------- input
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Driver(_Record):
     number: int
     code: str
@@ -117,13 +121,13 @@ class Driver(_Record):
     team_colour: str = "888888"
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class TrackPoint(_Record):
     x: float
     y: float
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Session(_Record):
     """``f1.race.session``: race metadata (compacted topic, key ``race_id``)."""
 
@@ -159,7 +163,7 @@ class Session(_Record):
         return cls(**data)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Lap(_Record):
     """``f1.timing.lap``: one car completed one lap (key ``race_id:driver_number``)."""
 
@@ -194,7 +198,7 @@ class Lap(_Record):
         return cls(**data)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Telemetry(_Record):
     """``f1.telemetry.car``: one car sample, about 4 Hz (key ``race_id:driver_number``)."""
 
@@ -217,7 +221,7 @@ class Telemetry(_Record):
     in_pit: bool = False
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Control(_Record):
     """``f1.race.control``: flags, safety car, retirements, penalties (key ``race_id``)."""
 
@@ -253,7 +257,7 @@ InputRecord = Session | Lap | Telemetry | Control
 # -------------------------------------------------------------------------- output
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class FastestLap(_Record):
     driver_number: int
     code: str
@@ -262,7 +266,7 @@ class FastestLap(_Record):
     crossing_ms: int
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Hero(_Record):
     """Last-lap hero: fastest own final lap among the cars that took the flag."""
 
@@ -274,7 +278,7 @@ class Hero(_Record):
     final: bool
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class LeaderboardRow(_Record):
     position: int
     driver_number: int
@@ -308,7 +312,7 @@ class LeaderboardRow(_Record):
         return cls(**data)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Leaderboard(_Record):
     """``f1.race.leaderboard``: a coalesced snapshot of the timing tower (key ``race_id``)."""
 
@@ -355,7 +359,7 @@ class Leaderboard(_Record):
         return cls(**data)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ClassifiedCar(_Record):
     position: int
     driver_number: int
@@ -367,7 +371,7 @@ class ClassifiedCar(_Record):
     gap_laps: int = 0
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class RaceEvent(_Record):
     """``f1.race.events``: one discrete race event (key ``race_id``).
 
@@ -417,7 +421,7 @@ class RaceEvent(_Record):
         return cls(**data)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Stint(_Record):
     """``f1.driver.stints``: features of one stint (key ``race_id:driver_number``)."""
 
@@ -439,7 +443,7 @@ class Stint(_Record):
     consistency_ms: float | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Recommendation(_Record):
     """``f1.strategy.recommendations``: a per-driver strategy call (key ``race_id:driver_number``)."""
 
@@ -460,7 +464,7 @@ class Recommendation(_Record):
     explanation: str = ""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Commentary(_Record):
     """``f1.race.commentary``: one short line of commentary (key ``race_id``)."""
 
@@ -475,7 +479,7 @@ class Commentary(_Record):
     priority: int = 1
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class DeadLetter(_Record):
     """``f1.deadletter``: a record that was rejected, with the reason and its original bytes."""
 

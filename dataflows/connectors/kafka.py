@@ -19,6 +19,17 @@ from schemas.model import DeadLetter, Lap, Leaderboard, RaceEvent
 
 CodecFactory = Callable[[], Codec]
 
+#: consumer settings for low latency (short fetch wait) without starving throughput (large fetches
+#: and a deep local queue); measured against the embedded broker: a short wait with default fetch
+#: sizes reads ~5x slower than this.
+CONSUMER_TUNING: dict[str, str] = {
+    "fetch.wait.max.ms": "5",
+    "fetch.min.bytes": "1",
+    "max.partition.fetch.bytes": str(16 << 20),
+    "fetch.max.bytes": str(64 << 20),
+    "queued.min.messages": "200000",
+}
+
 
 @dataclass(slots=True, frozen=True)
 class Rejected:
@@ -35,9 +46,7 @@ def make_source(bootstrap: str, topics: Iterable[str] = INPUT_TOPICS, tail: bool
                 batch_size: int = 5000) -> KafkaSource:
     return KafkaSource(
         brokers=bootstrap.split(","), topics=list(topics), tail=tail, batch_size=batch_size,
-        raise_on_errors=False,
-        add_config={"fetch.wait.max.ms": "5", "fetch.min.bytes": "1",
-                    "queued.min.messages": "20000"},
+        raise_on_errors=False, add_config=dict(CONSUMER_TUNING),
     )
 
 

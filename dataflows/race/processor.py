@@ -3,9 +3,10 @@ and coalesce leaderboard snapshots.
 
 Coalescing: a change at the timing line (a lap completed, a pit, a retirement, a flag) produces a
 snapshot at the end of the batch it arrived in, at once. A change seen only in telemetry (the
-running order, the cars' positions on the map) is throttled to ``max_rate_hz`` snapshots per second of wall-clock time: the first goes
-out at once (leading edge) and, if more changes follow within the interval, one more goes out
-when it ends (trailing edge), so the final state is never held back. Time is passed in, so this
+running order, the cars' positions on the map) is throttled to ``max_rate_hz`` snapshots per
+second of wall-clock time: the first goes out at once (leading edge) and, if more changes follow
+within the interval, one more goes out when it ends (trailing edge), so the final state is never
+held back. Time is passed in, so this
 stays pure and testable.
 """
 

@@ -1,8 +1,9 @@
 """The race dataflow: wiring only. Read it top-down, source to sinks.
 
-    input ─ decode ─┬─ laps ─ key race:driver ─ driver-state ─┐
-                    ├─ session / control / telemetry ─────────┴─ key race ─ race-state ─┬─ Redis
-                    └─ rejected ─────────────────────────────────────── dead letters ───┴─ Kafka
+    input ─ decode ─┬─ laps, keyed race:driver ─ driver-state ─┐
+                    ├─ session / control / telemetry, ─────────┴─ race-state (keyed race) ─┬─ Redis
+                    │  as one chunk per race and batch                    └─ commentary ───┤
+                    └─ rejected ──────────────────────────────────────── dead letters ─────┴─ Kafka
 
 ``build_race_flow`` takes its source and sinks, so the same flow runs against Kafka in production
 and against testing sources in tests.
@@ -22,7 +23,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from dataflows.commentary import commentary_for
-from dataflows.connectors.kafka import CodecFactory, Decoder, Encoder, Rejected, dead_letter, is_lap
+from dataflows.connectors.kafka import CodecFactory, Decoder, Encoder, RaceChunk, Rejected, dead_letter, is_lap
 from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
 from dataflows.race.driver import DriverState, DriverUpdate, Rejection
 from dataflows.race.processor import RaceProcessor
@@ -49,7 +50,7 @@ def _driver_step(state: DriverState | None, item: tuple[Any, Any]) -> tuple[Driv
         return state, []  # exact retry of a record already applied: idempotent
     if isinstance(result, Rejection):
         return state, [Rejected(result.reason, result.error_type, "driver-state", msg, lap.race_id)]
-    return state, [(result, msg)]
+    return state, [(lap.race_id, RaceChunk([(result, msg)]))]
 
 
 class RaceLogic(StatefulBatchLogic[Any, Any, RaceProcessor]):
@@ -76,9 +77,10 @@ class RaceLogic(StatefulBatchLogic[Any, Any, RaceProcessor]):
         return out
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
-        if not self.proc.race_id and values:
-            self.proc.race_id = str(values[0][0].race_id)
-        return self._wrap(self.proc.on_batch(values, time.monotonic())), StatefulBatchLogic.RETAIN
+        items = [pair for chunk in values for pair in chunk]
+        if not self.proc.race_id and items:
+            self.proc.race_id = str(items[0][0].race_id)
+        return self._wrap(self.proc.on_batch(items, time.monotonic())), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Any], bool]:
         return self._wrap(self.proc.on_notify(time.monotonic())), StatefulBatchLogic.RETAIN
@@ -91,15 +93,6 @@ class RaceLogic(StatefulBatchLogic[Any, Any, RaceProcessor]):
 
     def snapshot(self) -> RaceProcessor:
         return self.proc
-
-
-def _race_key(item: tuple[Any, Any]) -> str:
-    return str(item[0].race_id)
-
-
-def _driver_key(item: tuple[Any, Any]) -> str:
-    rec = item[0]
-    return f"{rec.race_id}:{rec.driver_number}"
 
 
 def _is_rejected(item: Any) -> bool:
@@ -137,14 +130,14 @@ def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecF
     bad: Any = op.branch("split-decode-errors", decoded, _is_rejected)
     by_topic: Any = op.branch("split-laps", bad.falses, is_lap)
 
-    laps = op.key_on("key-by-driver", by_topic.trues, _driver_key)
+    # the decoder emits items already keyed: laps by race:driver, other records as race chunks
+    laps: Any = by_topic.trues
     driver_out = op.key_rm("unkey-driver", op.stateful_flat_map("driver-state", laps, _driver_step))
     driver_bad: Any = op.branch("split-driver-errors", driver_out, _is_rejected)
 
-    race_in = op.merge("merge-race-input", driver_bad.falses, by_topic.falses)
-    race_keyed = op.key_on("key-by-race", race_in, _race_key)
+    race_in: Any = op.merge("merge-race-input", driver_bad.falses, by_topic.falses)
     race_out = op.key_rm("unkey-race", op.stateful_batch(
-        "race-state", race_keyed, lambda resume: RaceLogic("", resume, max_rate_hz)))
+        "race-state", race_in, lambda resume: RaceLogic("", resume, max_rate_hz)))
 
     commentary = op.flat_map("commentary", race_out, _commentary)
     outputs = op.merge("merge-outputs", race_out, commentary, bad.trues, driver_bad.trues)

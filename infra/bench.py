@@ -165,9 +165,10 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
         first: float | None = None
         done_at: float | None = None
         peak = 0.0
+        keys = [VERSION_KEY.format(r) for r in expected]
         try:
             while time.perf_counter() - spawn < timeout:
-                versions = [client.get(VERSION_KEY.format(r)) for r in expected]
+                versions = client.mget(keys)
                 now = time.perf_counter()
                 if first is None and any(v is not None for v in versions):
                     first = now
@@ -175,11 +176,10 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
                        for r, v in zip(expected, versions, strict=True)):
                     done_at = now
                     break
-                peak = max(peak, _peak_rss_mb(ps))
                 if proc.poll() is not None:
                     raise RuntimeError(f"dataflow exited with code {proc.returncode}")
-                time.sleep(0.02)
-            peak = max(peak, _peak_rss_mb(ps))
+                time.sleep(0.05)
+            peak = _peak_rss_mb(ps)  # VmHWM: the high-water mark, no polling needed
         finally:
             for child in [*ps.children(recursive=True), ps]:
                 with contextlib.suppress(psutil.Error):

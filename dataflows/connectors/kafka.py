@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSinkMessage
 
+from dataflows.connectors.kafka_source import MessageRef, RawKafkaSource, StubMessage
 from dataflows.race.validate import validate
 from schemas.codec import INPUT_TOPICS, Codec, CodecError
 from schemas.model import DeadLetter, Lap, Leaderboard, RaceEvent
@@ -39,16 +40,12 @@ class Rejected:
     reason: str
     error_type: str
     step: str
-    msg: Any  # the KafkaSourceMessage (or anything with key/value/topic/partition/offset)
+    msg: MessageRef
     race_id: str | None = None
 
 
-def make_source(bootstrap: str, topics: Iterable[str] = INPUT_TOPICS, tail: bool = True,
-                batch_size: int = 5000) -> KafkaSource:
-    return KafkaSource(
-        brokers=bootstrap.split(","), topics=list(topics), tail=tail, batch_size=batch_size,
-        raise_on_errors=False, add_config=dict(CONSUMER_TUNING),
-    )
+def make_source(bootstrap: str, topics: Iterable[str] = INPUT_TOPICS, batch_size: int = 5000) -> RawKafkaSource:
+    return RawKafkaSource(bootstrap.split(","), topics, add_config=dict(CONSUMER_TUNING), batch_size=batch_size)
 
 
 class RaceChunk(list[tuple[Any, Any]]):
@@ -82,37 +79,38 @@ class Decoder:
         append = out.append
         chunks: dict[str, RaceChunk] = {}
         decode = codec.decode_record
-        for msg in batch:
-            if isinstance(msg, KafkaError):
-                append(Rejected(f"broker error: {msg.err}", "BROKER", self.step, msg.msg))
+        for raw in batch:
+            ref = MessageRef._make((raw.topic(), raw.partition(), raw.offset(), raw.key(), raw.value()))
+            err = raw.error()
+            if err is not None:
+                append(Rejected(f"broker error: {err}", "BROKER", self.step, ref))
                 continue
-            value = msg.value
+            value = ref.value
             if value is None:
-                append(Rejected("empty message value (tombstone) on an input topic", "DECODE",
-                                self.step, msg))
+                append(Rejected("empty message value (tombstone) on an input topic", "DECODE", self.step, ref))
                 continue
             try:
                 record = decode(value)
             except CodecError as exc:
-                append(Rejected(str(exc), exc.error_type, self.step, msg))
+                append(Rejected(str(exc), exc.error_type, self.step, ref))
                 continue
-            if msg.topic != record.TOPIC:
+            if ref.topic != record.TOPIC:
                 append(Rejected(
-                    f"record of {record.TOPIC} published on {msg.topic}", "INVALID", self.step, msg,
+                    f"record of {record.TOPIC} published on {ref.topic}", "INVALID", self.step, ref,
                     getattr(record, "race_id", None)))
                 continue
             why = validate(record)
             if why is not None:
-                append(Rejected(why, "INVALID", self.step, msg, record.race_id))
+                append(Rejected(why, "INVALID", self.step, ref, record.race_id))
                 continue
             if type(record) is Lap:
-                append((f"{record.race_id}:{record.driver_number}", (record, msg)))
+                append((f"{record.race_id}:{record.driver_number}", (record, ref)))
                 continue
             chunk = chunks.get(record.race_id)
             if chunk is None:
                 chunk = chunks[record.race_id] = RaceChunk()
                 append((record.race_id, chunk))
-            chunk.append((record, msg))
+            chunk.append((record, ref))
         return out
 
 
@@ -122,18 +120,11 @@ def is_lap(item: tuple[str, Any]) -> bool:
 
 
 def dead_letter(rej: Rejected) -> DeadLetter:
-    msg = rej.msg
+    ref = rej.msg
     return DeadLetter(
-        source_topic=getattr(msg, "topic", None) or "unknown",
-        reason=rej.reason,
-        error_type=rej.error_type,
-        step=rej.step,
-        received_at=datetime.now(UTC),
-        key=getattr(msg, "key", None),
-        value=getattr(msg, "value", None),
-        partition=getattr(msg, "partition", None),
-        offset=getattr(msg, "offset", None),
-        race_id=rej.race_id,
+        source_topic=ref.topic or "unknown", reason=rej.reason, error_type=rej.error_type, step=rej.step,
+        received_at=datetime.now(UTC), key=ref.key, value=ref.value, partition=ref.partition,
+        offset=ref.offset, race_id=rej.race_id,
     )
 
 
@@ -156,7 +147,7 @@ class Encoder:
 
 
 def source_message(topic: str, key: str | bytes | None, value: bytes | None, partition: int = 0,
-                   offset: int = 0) -> KafkaSourceMessage:
+                   offset: int = 0) -> StubMessage:
     """A message as the Kafka source would emit it (for testing sources and tools)."""
     k = key.encode() if isinstance(key, str) else key
-    return KafkaSourceMessage(key=k, value=value, topic=topic, partition=partition, offset=offset)
+    return StubMessage(topic, k, value, partition, offset)

@@ -80,7 +80,7 @@ def test_two_workers_produce_the_same_outputs_as_one(race: dict[str, Any]) -> No
 
 def test_bad_records_become_dead_letters_and_do_not_change_the_result(race: dict[str, Any]) -> None:
     codec = race["codec"]
-    lap = next(Lap.from_dict(codec.decode(m.value)[1]) for m in race["messages"] if m.topic == Lap.TOPIC)
+    lap = next(Lap.from_dict(codec.decode(m.value())[1]) for m in race["messages"] if m.topic() == Lap.TOPIC)
     negative = Lap("x1", lap.race_id, lap.driver_number, 2, 1, -100)
     extra = [
         source_message(Lap.TOPIC, "flow-1:1", b"garbage"),

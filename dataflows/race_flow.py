@@ -24,6 +24,7 @@ from bytewax.outputs import Sink
 
 from dataflows.commentary import commentary_for
 from dataflows.connectors.kafka import CodecFactory, Decoder, Encoder, RaceChunk, Rejected, dead_letter, is_lap
+from dataflows.connectors.kafka_source import as_ref
 from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
 from dataflows.race.driver import DriverState, DriverUpdate, Rejection
 from dataflows.race.processor import RaceProcessor
@@ -57,7 +58,7 @@ class RaceLogic(StatefulBatchLogic[Any, Any, RaceProcessor]):
     """Bytewax glue around :class:`RaceProcessor` (pure); adds the wall clock."""
 
     def __init__(self, race_id: str, resume: RaceProcessor | None, max_rate_hz: float) -> None:
-        self.proc = resume or RaceProcessor(race_id, max_rate_hz)
+        self.proc = resume or RaceProcessor(race_id, max_rate_hz, keep_ref=as_ref)
         self._session_sent: object = None
 
     def _wrap(self, outputs: list[Any]) -> list[Any]:
@@ -70,7 +71,7 @@ class RaceLogic(StatefulBatchLogic[Any, Any, RaceProcessor]):
             if isinstance(o, Leaderboard) and state is not None:
                 out.append(BoardUpdate(o, state.positions(), state.session.name))
             elif isinstance(o, RaceRejected):
-                out.append(Rejected(o.rejection.reason, o.rejection.error_type, "race-state", o.ref,
+                out.append(Rejected(o.rejection.reason, o.rejection.error_type, "race-state", as_ref(o.ref),
                                     self.proc.race_id))
             else:
                 out.append(o)

@@ -184,9 +184,13 @@ class Codec:
 
     def decode_record(self, data: bytes) -> Any:
         """Decode framed bytes into the topic's domain object."""
-        r = self._reader(self.schema_id(data))
+        r = self._readers.get(int.from_bytes(data[1:5], "big")) if len(data) > 4 and data[0] == MAGIC else None
+        if r is None:
+            r = self._reader(self.schema_id(data))
+        body = io.BytesIO(data)
+        body.seek(5)
         try:
-            rec = fastavro.schemaless_reader(io.BytesIO(data[5:]), r.writer_schema, r.reader_schema)
+            rec = fastavro.schemaless_reader(body, r.writer_schema, r.reader_schema)
         except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
             raise CodecError(f"corrupt Avro body for {r.topic}: {exc!r}", "DECODE") from exc
         if not isinstance(rec, dict):

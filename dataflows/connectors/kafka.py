@@ -13,7 +13,7 @@ from typing import Any
 
 from bytewax.connectors.kafka import KafkaSinkMessage
 
-from dataflows.connectors.kafka_source import MessageRef, RawKafkaSource, StubMessage
+from dataflows.connectors.kafka_source import MessageRef, RawKafkaSource, StubMessage, as_ref
 from dataflows.race.validate import validate
 from schemas.codec import INPUT_TOPICS, Codec, CodecError
 from schemas.model import DeadLetter, Lap, Leaderboard, RaceEvent
@@ -40,7 +40,7 @@ class Rejected:
     reason: str
     error_type: str
     step: str
-    msg: MessageRef
+    msg: MessageRef | None
     race_id: str | None = None
 
 
@@ -52,10 +52,15 @@ class RaceChunk(list[tuple[Any, Any]]):
     """``(record, msg)`` pairs of one race, in the order they were read.
 
     Records of a race that need no per-driver step travel through the flow as one chunk per
-    batch instead of one item each: the framework's per-item cost is paid once per chunk.
+    batch instead of one item each: the framework's per-item cost is paid once per chunk. ``msg``
+    is the broker's message itself (kept for dead letters); a chunk that has to cross to another
+    worker is pickled with :class:`MessageRef` copies instead.
     """
 
     __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RaceChunk, ([(record, as_ref(msg)) for record, msg in self],))
 
 
 class Decoder:
@@ -80,37 +85,38 @@ class Decoder:
         chunks: dict[str, RaceChunk] = {}
         decode = codec.decode_record
         for raw in batch:
-            ref = MessageRef._make((raw.topic(), raw.partition(), raw.offset(), raw.key(), raw.value()))
             err = raw.error()
             if err is not None:
-                append(Rejected(f"broker error: {err}", "BROKER", self.step, ref))
+                append(Rejected(f"broker error: {err}", "BROKER", self.step, as_ref(raw)))
                 continue
-            value = ref.value
+            value = raw.value()
             if value is None:
-                append(Rejected("empty message value (tombstone) on an input topic", "DECODE", self.step, ref))
+                append(Rejected("empty message value (tombstone) on an input topic", "DECODE", self.step,
+                                as_ref(raw)))
                 continue
             try:
                 record = decode(value)
             except CodecError as exc:
-                append(Rejected(str(exc), exc.error_type, self.step, ref))
+                append(Rejected(str(exc), exc.error_type, self.step, as_ref(raw)))
                 continue
-            if ref.topic != record.TOPIC:
+            topic = raw.topic()
+            if topic != record.TOPIC:
                 append(Rejected(
-                    f"record of {record.TOPIC} published on {ref.topic}", "INVALID", self.step, ref,
+                    f"record of {record.TOPIC} published on {topic}", "INVALID", self.step, as_ref(raw),
                     getattr(record, "race_id", None)))
                 continue
             why = validate(record)
             if why is not None:
-                append(Rejected(why, "INVALID", self.step, ref, record.race_id))
+                append(Rejected(why, "INVALID", self.step, as_ref(raw), record.race_id))
                 continue
             if type(record) is Lap:
-                append((f"{record.race_id}:{record.driver_number}", (record, ref)))
+                append((f"{record.race_id}:{record.driver_number}", (record, as_ref(raw))))
                 continue
             chunk = chunks.get(record.race_id)
             if chunk is None:
                 chunk = chunks[record.race_id] = RaceChunk()
                 append((record.race_id, chunk))
-            chunk.append((record, ref))
+            chunk.append((record, raw))
         return out
 
 
@@ -120,7 +126,7 @@ def is_lap(item: tuple[str, Any]) -> bool:
 
 
 def dead_letter(rej: Rejected) -> DeadLetter:
-    ref = rej.msg
+    ref = rej.msg or MessageRef(None, None, None, None, None)
     return DeadLetter(
         source_topic=ref.topic or "unknown", reason=rej.reason, error_type=rej.error_type, step=rej.step,
         received_at=datetime.now(UTC), key=ref.key, value=ref.value, partition=ref.partition,

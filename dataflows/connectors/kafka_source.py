@@ -28,6 +28,13 @@ class MessageRef(NamedTuple):
     value: bytes | None
 
 
+def as_ref(msg: Any) -> MessageRef | None:
+    """A picklable :class:`MessageRef` of a ``confluent_kafka.Message`` (or of a ref)."""
+    if isinstance(msg, MessageRef) or msg is None:
+        return msg
+    return MessageRef(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+
+
 class StubMessage:
     """Quacks like ``confluent_kafka.Message``: for testing sources and tools."""
 

@@ -78,6 +78,8 @@ class RaceProcessor:
     state: RaceState | None = None
     pending: list[tuple[Any, Any]] = field(default_factory=list)
     throttle: Throttle = field(init=False)
+    #: turns a message reference into one that may be kept (pickled) while records wait
+    keep_ref: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.throttle = Throttle(1.0 / self.max_rate_hz)
@@ -94,7 +96,7 @@ class RaceProcessor:
                     held, self.pending = self.pending, []
                     out.extend(self.on_batch(held, now_s))
                 elif len(self.pending) < MAX_PENDING:
-                    self.pending.append((record, ref))
+                    self.pending.append((record, ref if self.keep_ref is None else self.keep_ref(ref)))
                 else:
                     out.append(Rejected(Rejection(
                         f"no f1.race.session record for race {self.race_id} after "

@@ -5,6 +5,9 @@ Each check returns ``None`` when the record is acceptable, otherwise the reason 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from schemas.model import Control, ControlKind, Lap, Session, Telemetry
 
 #: a lap faster than this is not a racing lap (the fastest F1 laps are ~55 s)
@@ -17,15 +20,10 @@ def validate(record: object) -> str | None:
     >>> validate(Lap("e", "r", 1, lap=3, crossing_ms=100_000, lap_time_ms=-5))
     'negative lap time -5 ms (lap 3 of car 1)'
     """
-    if isinstance(record, Telemetry):
-        return _telemetry(record)
-    if isinstance(record, Lap):
-        return _lap(record)
-    if isinstance(record, Control):
-        return _control(record)
-    if isinstance(record, Session):
-        return _session(record)
-    return f"unsupported record type {type(record).__name__}"
+    check = _CHECKS.get(type(record))
+    if check is None:
+        return f"unsupported record type {type(record).__name__}"
+    return check(record)
 
 
 def _common(race_id: str, driver_number: int | None) -> str | None:
@@ -37,6 +35,8 @@ def _common(race_id: str, driver_number: int | None) -> str | None:
 
 
 def _telemetry(t: Telemetry) -> str | None:
+    if t.race_id and t.driver_number > 0 and t.ts_ms >= 0 and 0.0 <= t.progress < 1.0 and t.lap >= 1:
+        return None  # the common case, in one expression
     if (why := _common(t.race_id, t.driver_number)) is not None:
         return why
     if t.ts_ms < 0:
@@ -98,3 +98,8 @@ def _session(s: Session) -> str | None:
     if unknown:
         return f"grid names unknown drivers {sorted(unknown)}"
     return None
+
+
+_CHECKS: dict[type, Callable[[Any], str | None]] = {
+    Telemetry: _telemetry, Lap: _lap, Control: _control, Session: _session,
+}

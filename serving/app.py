@@ -48,6 +48,7 @@ class ServingOptions:
     sse_send_timeout_s: float = 30.0  # a client that takes longer to accept one write is dropped
     sse_block_ms: int = 1000  # XREAD BLOCK; also bounds how long stopping a reader takes
     sse_linger_s: float = 10.0
+    redis_max_connections: int = 256
     simulate_command: tuple[str, ...] = field(default=DEFAULT_COMMAND)
     max_simulations: int = 10
 
@@ -67,8 +68,12 @@ def create_app(settings: Settings, options: ServingOptions | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(redis_url, decode_responses=False, health_check_interval=30,
-                                         socket_connect_timeout=5)
+        # a blocking pool: under a burst (thousands of clients connecting) commands wait for a connection
+        # instead of failing; each race with clients holds one connection for its XREAD BLOCK reader
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=opts.redis_max_connections, timeout=10, decode_responses=False,
+            health_check_interval=30, socket_connect_timeout=5)
+        client = aioredis.Redis.from_pool(pool)
         hub = Hub(client, queue_size=opts.sse_queue_size, block_ms=opts.sse_block_ms, linger_s=opts.sse_linger_s,
                   on_broadcast=metrics.on_broadcast)
         env = {k: v for k, v in (("RACEWIRE_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),

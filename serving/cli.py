@@ -36,6 +36,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _raise_fd_limit() -> None:
+    """Each SSE client holds a socket: allow as many as the hard limit permits."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -45,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from serving.app import PLACEHOLDER_API_KEY, Server, ServingOptions, create_app
 
     settings = load_settings(redis_url=args.redis_url, http_port=args.port)
+    _raise_fd_limit()
     if not _is_loopback(args.host) and settings.api_key.get_secret_value() == PLACEHOLDER_API_KEY:
         raise SystemExit(f"racewire serve: refusing to listen on {args.host} with the placeholder API key; "
                          "set RACEWIRE_API_KEY to a secret (or bind to 127.0.0.1 for local use)")
@@ -62,3 +72,18 @@ def run(args: argparse.Namespace) -> int:
                             backlog=args.backlog, timeout_graceful_shutdown=5, timeout_keep_alive=30)
     Server(config).run()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m serving.cli``: the same as ``racewire serve`` (benchmarks start it this way)."""
+    parser = argparse.ArgumentParser(prog="racewire serve", description="Serve the racewire web app.")
+    parser.add_argument("--log-level", default="INFO")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}')
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -90,7 +90,9 @@ class Message:
     """A message for every client of a race, its SSE frame encoded once.
 
     For ``event``/``commentary`` messages ``cursor`` is the entry's own id; for ``leaderboard``
-    messages it is the channel's events cursor when the snapshot went out.
+    messages it is the channel's events cursor when the snapshot went out. A leaderboard may also
+    carry a delta against the channel's previous snapshot (version ``base``), for clients that asked
+    for deltas and hold exactly that version.
     """
 
     kind: str
@@ -99,6 +101,9 @@ class Message:
     data: bytes
     frame: bytes
     written_at: float  # monotonic time the channel received it (for lag metrics)
+    base: int = -1
+    delta: bytes | None = None
+    delta_frame: bytes | None = None
 
     @classmethod
     def event(cls, entry: StreamEntry) -> Message:
@@ -106,15 +111,66 @@ class Message:
                    time.monotonic())
 
     @classmethod
-    def leaderboard(cls, cursor: StreamId, version: int, data: bytes) -> Message:
-        return cls("leaderboard", cursor, version, data,
-                   encode_frame("leaderboard", leaderboard_id(cursor, version), data), time.monotonic())
+    def leaderboard(cls, cursor: StreamId, version: int, data: bytes, base: int = -1,
+                    delta: bytes | None = None) -> Message:
+        lid = leaderboard_id(cursor, version)
+        return cls("leaderboard", cursor, version, data, encode_frame("leaderboard", lid, data), time.monotonic(),
+                   base, delta, None if delta is None else encode_frame(DELTA_EVENT, lid, delta))
 
     def frame_for(self, cursor: StreamId, retry: int | None = None) -> bytes:
         """This leaderboard's frame with another events cursor in its id (a client ahead of the channel)."""
         if cursor == self.cursor and retry is None:
             return self.frame
         return encode_frame("leaderboard", leaderboard_id(cursor, self.version), self.data, retry)
+
+    def delta_for(self, cursor: StreamId) -> bytes:
+        """The delta frame (only when ``delta`` is set) with the client's events cursor in its id."""
+        assert self.delta is not None and self.delta_frame is not None
+        if cursor == self.cursor:
+            return self.delta_frame
+        return encode_frame(DELTA_EVENT, leaderboard_id(cursor, self.version), self.delta)
+
+
+#: SSE event name of leaderboard deltas (clients that ask with ``?delta=1``)
+DELTA_EVENT = "leaderboard-delta"
+_ROWLESS = ("rows", "positions")
+
+
+def leaderboard_delta(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """What changed from one leaderboard document to the next: changed top-level fields, changed row
+    fields by driver number, the new order when it changed, and changed car positions.
+
+    >>> a = {"version": 1, "lap": 3, "rows": [{"driver_number": 1, "gap_ms": None, "progress": 2.5},
+    ...      {"driver_number": 4, "gap_ms": 800, "progress": 2.4}], "positions": {"1": [0, 0], "4": [5, 5]}}
+    >>> b = {"version": 2, "lap": 3, "rows": [{"driver_number": 4, "gap_ms": None, "progress": 2.6},
+    ...      {"driver_number": 1, "gap_ms": 100, "progress": 2.55}], "positions": {"1": [1, 0], "4": [5, 5]}}
+    >>> d = leaderboard_delta(a, b)
+    >>> d["version"], d["base"], d["order"], d["positions"]
+    (2, 1, [4, 1], {'1': [1, 0]})
+    >>> d["rows"]
+    {'4': {'gap_ms': None, 'progress': 2.6}, '1': {'gap_ms': 100, 'progress': 2.55}}
+    """
+    out: dict[str, Any] = {k: v for k, v in new.items() if k not in _ROWLESS and old.get(k) != v}
+    out["version"] = new.get("version")
+    out["base"] = old.get("version")
+    old_rows = {r.get("driver_number"): r for r in old.get("rows") or []}
+    new_rows = new.get("rows") or []
+    order = [r.get("driver_number") for r in new_rows]
+    if order != [r.get("driver_number") for r in old.get("rows") or []]:
+        out["order"] = order
+    rows: dict[str, Any] = {}
+    for r in new_rows:
+        before = old_rows.get(r.get("driver_number"))
+        changed = r if before is None else {k: v for k, v in r.items() if before.get(k) != v}
+        if changed:
+            rows[str(r.get("driver_number"))] = changed
+    out["rows"] = rows
+    old_pos = old.get("positions") or {}
+    out["positions"] = {k: v for k, v in (new.get("positions") or {}).items() if old_pos.get(k) != v}
+    gone = [k for k in old_pos if k not in (new.get("positions") or {})]
+    if gone:
+        out["positions_removed"] = gone
+    return out
 
 
 class _Resync:
@@ -191,6 +247,7 @@ class RaceChannel:
         self.events_cursor = ZERO
         self.updates_cursor = ZERO
         self.version = -1
+        self.doc: dict[str, Any] | None = None  # the latest leaderboard document, parsed (for deltas)
         self.latest: Message | None = None
         self.task: asyncio.Task[None] | None = None
         self.stopping = False
@@ -252,14 +309,21 @@ class RaceChannel:
             await self.refresh()
 
     async def refresh(self) -> Message | None:
-        """Read the current snapshot; broadcast it if newer than the last one sent."""
+        """Read the current snapshot; broadcast it (with its delta from the previous one) if newer."""
         raw = await self.hub.store.state_raw(self.race_id)
         if raw is None:
             return self.latest
-        version = _version_of(raw)
+        try:
+            doc = orjson.loads(raw)
+            version = int(doc.get("version", -1))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            log.warning("race %s: unreadable leaderboard document in Redis", self.race_id)
+            return self.latest
         if version > self.version:
-            self.version = version
-            self.latest = Message.leaderboard(self.events_cursor, version, raw)
+            prev, self.version, self.doc = self.doc, version, doc
+            delta = None if prev is None else orjson.dumps(leaderboard_delta(prev, doc))
+            self.latest = Message.leaderboard(self.events_cursor, version, raw,
+                                              -1 if prev is None else int(prev.get("version", -1)), delta)
             self.broadcast(self.latest)
         return self.latest
 
@@ -380,12 +444,14 @@ class ClientCursor:
 
 
 async def client_stream(hub: Hub, race_id: str, last_event_id: str | None,
-                        on_resync: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+                        on_resync: Callable[[], None] | None = None, delta: bool = False) -> AsyncIterator[bytes]:
     """The body of one SSE response (bytes, already framed).
 
     With no ``last_event_id`` the client starts at the current end of the events stream: the first
     frame is the current leaderboard. With one, it first gets every events-stream entry after it, in
     order, then the current leaderboard (unless it already has that version), then live messages.
+    With ``delta``, a live leaderboard goes out as a ``leaderboard-delta`` whenever the client holds
+    exactly the version the delta is based on (else in full).
     """
     if last_event_id:
         cursor, version = parse_last_event_id(last_event_id)
@@ -399,7 +465,8 @@ async def client_stream(hub: Hub, race_id: str, last_event_id: str | None,
             cursor = await hub.store.last_event_id(race_id)
         pos = ClientCursor(cursor, version)
         first = True
-        async for chunk in _catch_up(hub, channel, race_id, pos, retry=RETRY_MS):
+        # a fresh client starts at the current end: what comes later reaches it through the channel
+        async for chunk in _catch_up(hub, channel, race_id, pos, retry=RETRY_MS, replay=not fresh):
             first = False
             yield chunk
         if first:  # nothing to send yet (no snapshot, no missed events): still tell the retry delay
@@ -425,8 +492,11 @@ async def client_stream(hub: Hub, race_id: str, last_event_id: str | None,
                 if msg.kind == "leaderboard":
                     if msg.version <= pos.version:
                         continue
+                    if delta and msg.delta is not None and msg.base == pos.version:
+                        out.append(msg.delta_for(pos.events))
+                    else:
+                        out.append(msg.frame_for(pos.events))
                     pos.version = msg.version
-                    out.append(msg.frame_for(pos.events))
                 else:
                     if msg.cursor <= pos.events:
                         continue
@@ -439,16 +509,16 @@ async def client_stream(hub: Hub, race_id: str, last_event_id: str | None,
 
 
 async def _catch_up(hub: Hub, channel: RaceChannel, race_id: str, pos: ClientCursor,
-                    retry: int | None = None) -> AsyncIterator[bytes]:
+                    retry: int | None = None, replay: bool = True) -> AsyncIterator[bytes]:
     """Everything in Redis after ``pos``: missed stream entries, then the current leaderboard."""
     store = hub.store
-    gap = await store.trimmed_after(race_id, pos.events)
+    gap = await store.trimmed_after(race_id, pos.events) if replay else None
     if gap is not None:
         note = orjson.dumps({"race_id": race_id, "reason": "trimmed", "oldest_available": str(gap),
                              "message": "some events after your last id were trimmed from the capped stream"})
         yield encode_frame("gap", str(pos.events), note, retry)
         retry = None
-    while True:
+    while replay:
         entries = await store.events_after(race_id, pos.events, REPLAY_PAGE)
         if not entries:
             break

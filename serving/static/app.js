@@ -108,7 +108,8 @@
 
   function connect() {
     const raceId = state.raceId;
-    const url = `/api/races/${encodeURIComponent(raceId)}/stream${state.lastId ? `?after=${encodeURIComponent(state.lastId)}` : ""}`;
+    // delta=1: live leaderboards come as small deltas against the version this page holds
+    const url = `/api/races/${encodeURIComponent(raceId)}/stream?delta=1${state.lastId ? `&after=${encodeURIComponent(state.lastId)}` : ""}`;
     const es = new EventSource(url);
     state.source = es;
     es.onopen = () => setConn("live", "live");
@@ -123,12 +124,35 @@
       }
     };
     es.addEventListener("leaderboard", (m) => { state.lastId = m.lastEventId; onBoard(JSON.parse(m.data)); });
+    es.addEventListener("leaderboard-delta", (m) => {
+      const board = applyDelta(state.board, JSON.parse(m.data));
+      if (board) { state.lastId = m.lastEventId; onBoard(board); return; }
+      // not based on what this page holds (should not happen): reconnect for a full snapshot
+      es.close();
+      if (state.lastId) state.lastId = state.lastId.split(".v")[0];
+      connect();
+    });
     es.addEventListener("event", (m) => { state.lastId = m.lastEventId; addFeed("event", JSON.parse(m.data), m.lastEventId, true); });
     es.addEventListener("commentary", (m) => { state.lastId = m.lastEventId; addFeed("commentary", JSON.parse(m.data), m.lastEventId, true); });
     es.addEventListener("gap", (m) => { addFeed("gap", JSON.parse(m.data), m.lastEventId, true); });
   }
 
   // --------------------------------------------------------------------------------- leaderboard
+  const DELTA_KEYS = new Set(["rows", "order", "positions", "positions_removed", "base"]);
+
+  function applyDelta(b, d) {
+    if (!b || b.version !== d.base) return null;
+    const nb = { ...b };
+    for (const k in d) if (!DELTA_KEYS.has(k)) nb[k] = d[k];
+    const rows = new Map((b.rows || []).map((r) => [r.driver_number, r]));
+    for (const num in d.rows || {}) { const n = Number(num); rows.set(n, { ...(rows.get(n) || {}), ...d.rows[num] }); }
+    const order = d.order || (b.rows || []).map((r) => r.driver_number);
+    nb.rows = order.map((n) => rows.get(n)).filter(Boolean);
+    nb.positions = { ...(b.positions || {}), ...(d.positions || {}) };
+    for (const k of d.positions_removed || []) delete nb.positions[k];
+    return nb;
+  }
+
   function onBoard(b) {
     const prev = state.board;
     state.board = b;

@@ -362,9 +362,9 @@ def test_simulations_without_kafka_are_503(http: httpx.Client) -> None:
 class SSE:
     """A streaming SSE client over httpx: read events until a condition, then disconnect."""
 
-    def __init__(self, base: str, race_id: str, last_event_id: str | None = None) -> None:
+    def __init__(self, base: str, race_id: str, last_event_id: str | None = None, query: str = "") -> None:
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-        self._cm = httpx.stream("GET", f"{base}/api/races/{race_id}/stream", headers=headers,
+        self._cm = httpx.stream("GET", f"{base}/api/races/{race_id}/stream{query}", headers=headers,
                                 timeout=httpx.Timeout(10, read=10))
         self.response = self._cm.__enter__()
         assert self.response.status_code == 200
@@ -394,8 +394,8 @@ class SSE:
 
 
 @contextlib.contextmanager
-def sse(base: str, race_id: str, last_event_id: str | None = None) -> Iterator[SSE]:
-    client = SSE(base, race_id, last_event_id)
+def sse(base: str, race_id: str, last_event_id: str | None = None, query: str = "") -> Iterator[SSE]:
+    client = SSE(base, race_id, last_event_id, query)
     try:
         yield client
     finally:
@@ -416,7 +416,11 @@ def test_stream_starts_with_the_leaderboard_then_goes_live(server: str, race: An
         assert first.id is not None and first.id.endswith(f".v{boards(outputs[:40])[-1].version}")
         write(writer, outputs[40:80])
         want = _event_ids_of(events(outputs[40:80]))
+        last_version = boards(outputs[:80])[-1].version
         got = client.until(lambda e: e.event == "event" and orjson.loads(e.data)["event_id"] == want[-1])
+        if not any(e.event == "leaderboard" and orjson.loads(e.data)["version"] == last_version for e in got):
+            # snapshots read in the same batch as events follow them (coalesced to the newest)
+            got += client.until(lambda e: e.event == "leaderboard" and orjson.loads(e.data)["version"] == last_version)
         assert _event_ids(got) == want
         for e in got:
             assert e.id is not None
@@ -529,3 +533,40 @@ def test_shutdown_ends_open_streams(redis_url: str, race: Any, unique_race_id: s
         while True:
             client.next()
     client.close()
+
+
+def _apply_delta(board: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    assert board["version"] == delta["base"]
+    out = {**board, **{k: v for k, v in delta.items()
+                       if k not in ("rows", "order", "positions", "positions_removed", "base")}}
+    rows = {r["driver_number"]: r for r in board["rows"]}
+    for num, changed in delta["rows"].items():
+        rows[int(num)] = {**rows.get(int(num), {}), **changed}
+    out["rows"] = [rows[n] for n in delta.get("order") or [r["driver_number"] for r in board["rows"]]]
+    out["positions"] = {**board.get("positions", {}), **delta["positions"]}
+    return out
+
+
+def test_delta_stream_rebuilds_every_leaderboard(server: str, http: httpx.Client, race: Any,
+                                                 unique_race_id: str) -> None:
+    _, outputs, writer = race
+    write(writer, outputs[:10])
+    with sse(server, unique_race_id, query="?delta=1") as client:
+        first = client.next()
+        assert first.event == "leaderboard"
+        board = orjson.loads(first.data)
+        write(writer, outputs[10:70])
+        final_version = boards(outputs[:70])[-1].version
+        deltas = 0
+        while board["version"] < final_version:
+            e = client.next()
+            if e.event == "leaderboard-delta":
+                d = orjson.loads(e.data)
+                assert len(e.data) < len(orjson.dumps(board)) / 2
+                board = _apply_delta(board, d)
+                assert e.id is not None and e.id.endswith(f".v{board['version']}")
+                deltas += 1
+            elif e.event == "leaderboard":
+                board = orjson.loads(e.data)
+        assert deltas > 10
+    assert board == http.get(f"/api/races/{unique_race_id}/leaderboard").json()

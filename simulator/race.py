@@ -550,10 +550,11 @@ class _Race:
 
     def _control(
         self, ts: int, kind: ControlKind, message: str, status: TrackStatus | None = None,
-        driver: int | None = None,
+        driver: int | None = None, lap: int | None = None,
     ) -> None:
         self.rc_seq += 1
-        lap = min(self.lead_laps + 1, self.laps)
+        if lap is None:
+            lap = min(self.lead_laps + 1, self.laps)
         self._emit(ts, _RANK_CONTROL, Control(
             f"{self.race_id}:rc:{self.rc_seq}", self.race_id, ts, kind, message, status, driver, lap,
         ))
@@ -738,7 +739,7 @@ class _Race:
             if other.pass_target is car:
                 other.pass_target = None
         self._control(t_ms, ControlKind.RETIREMENT, f"CAR {car.number} ({car.code}) RETIRED",
-                      driver=car.number)
+                      driver=car.number, lap=car.laps_done + 1)
         if on_track and self.flag_ms is None and self.status == TrackStatus.GREEN:
             rng = self.rng
             self._set_status(t_ms, TrackStatus.YELLOW,

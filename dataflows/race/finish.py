@@ -34,9 +34,12 @@ def finishers(timing: TimingLine, chequered_ms: int | None) -> dict[int, Finishe
 
 
 def all_finished(timing: TimingLine, done: dict[int, Finisher]) -> bool:
-    """True when every car that has not retired has taken the flag."""
+    """True when every car that has not retired has taken the flag (and every retired car's laps
+    up to the lap race control said it retired on have arrived)."""
     return bool(done) and all(
-        n in done or car.retired_ms is not None for n, car in timing.cars.items()
+        n in done or (car.retired_ms is not None
+                      and (car.retired_on_lap is None or car.laps >= car.retired_on_lap - 1))
+        for n, car in timing.cars.items()
     )
 
 

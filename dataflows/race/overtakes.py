@@ -60,7 +60,8 @@ def pair(timing: TimingLine, a_num: int, b_num: int, lap: int) -> Overtake | Non
         if ta < tb:
             return Overtake(lap, a_num, b_num, _kind(a, b, lap), _neutralised(a, b, lap), ta)
         return None
-    if b.retired_ms is not None and b.laps == lap - 1 and ta < b.retired_ms:
+    retired_on = b.retired_on_lap if b.retired_on_lap is not None else b.laps + 1
+    if b.retired_ms is not None and b.laps == lap - 1 and retired_on == lap and ta < b.retired_ms:
         return Overtake(lap, a_num, b_num, OvertakeKind.RETIREMENT, _neutralised(a, b, lap), ta)
     return None
 
@@ -79,7 +80,12 @@ def after_lap(timing: TimingLine, number: int, lap: int) -> list[Overtake]:
 
 
 def after_retirement(timing: TimingLine, number: int) -> list[Overtake]:
-    """RETIREMENT overtakes decided by ``number`` retiring: cars that passed it on its last lap."""
-    lap = timing.cars[number].laps + 1
+    """RETIREMENT overtakes decided by ``number`` retiring: cars that passed it on the lap it
+    retired on. When race control gave that lap and the car's earlier laps have not all arrived
+    yet, nothing is decided now: its last lap's arrival decides it."""
+    car = timing.cars[number]
+    lap = car.retired_on_lap if car.retired_on_lap is not None else car.laps + 1
+    if car.laps != lap - 1:
+        return []
     return [o for other in timing.cars if other != number
             if (o := pair(timing, other, number, lap)) is not None]

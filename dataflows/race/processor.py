@@ -107,6 +107,8 @@ class RaceProcessor:
                 out.append(Rejected(result, ref))
             else:
                 out.extend(result)
+        if self.state is not None:
+            out.extend(self.state.settle())
         out.extend(self._snapshot(now_s))
         return out
 

@@ -10,6 +10,7 @@ partitions.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from dataflows.race import overtakes as ot
@@ -63,6 +64,7 @@ class CarInfo:
     y: float | None = None
     speed_kph: float | None = None
     telemetry_ms: int = -1
+    telemetry_lap: int = 0
     #: race progress of the newest telemetry sample (laps + fraction)
     telemetry_progress: float = 0.0
 
@@ -85,6 +87,9 @@ class RaceState:
         self.track_status_ms = -1
         self.chequered_ms: int | None = None
         self.fastest: FastestLap | None = None
+        #: valid laps not yet confirmed as (not) a new fastest lap: (crossing, time, car, lap)
+        self._fl_pending: list[tuple[int, int, int, int]] = []
+        self._fl_best: tuple[int, int] | None = None  # (time, crossing) among confirmed laps
         self.finished: dict[int, Finisher] = {}
         self.hero: HeroResult | None = None
         self.final = False
@@ -138,6 +143,7 @@ class RaceState:
         if t.ts_ms < car.telemetry_ms:
             return []  # an older sample than one already applied
         car.telemetry_ms = t.ts_ms
+        car.telemetry_lap = t.lap
         car.x, car.y, car.speed_kph = t.x, t.y, t.speed_kph
         car.in_pit = t.in_pit
         progress = t.lap - 1 + t.progress
@@ -182,9 +188,8 @@ class RaceState:
             or (lap.lap_time_ms, lap.crossing_ms) < (self.fastest.lap_time_ms, self.fastest.crossing_ms)
         ):
             self.fastest = FastestLap(n, code, lap.lap, lap.lap_time_ms, lap.crossing_ms)
-            events.append(self._event(
-                f"fastest:{n}:{lap.lap}", EventType.FASTEST_LAP, lap.crossing_ms, lap.lap, n,
-                lap_time_ms=lap.lap_time_ms, message=f"{code} fastest lap {_fmt(lap.lap_time_ms)}"))
+        if lap.lap_time_ms is not None and not lap.deleted:
+            bisect.insort(self._fl_pending, (lap.crossing_ms, lap.lap_time_ms, n, lap.lap))
         if u.pit_stop_lap is not None:
             events.append(self._event(
                 f"pit:{n}:{u.pit_stop_lap}", EventType.PIT_STOP, lap.crossing_ms, u.pit_stop_lap, n,
@@ -192,10 +197,12 @@ class RaceState:
                 message=f"{code} pitted at the end of lap {u.pit_stop_lap}"
                 + (f", now on {u.compound}" if u.compound else "")))
         events.extend(self._overtake_events(ot.after_lap(self.timing, n, lap.lap)))
+        if timing_car.retired_ms is not None:  # its last laps arrived after the retirement message
+            events.extend(self._overtake_events(ot.after_retirement(self.timing, n)))
         if lap.lap >= self.session.total_laps and (
             self.chequered_ms is None or lap.crossing_ms < self.chequered_ms
         ):
-            events.extend(self._chequered(lap.crossing_ms))
+            self._chequered(lap.crossing_ms)
         events.extend(self._finishes())
         return [e for e in events if e is not None]
 
@@ -217,30 +224,33 @@ class RaceState:
             events.append(self._event("start", EventType.RACE_START, c.ts_ms, 0,
                                       message=c.message or "Lights out and away we go"))
         elif c.kind is ControlKind.CHEQUERED_FLAG:
+            events.append(self._event("chequered", EventType.CHEQUERED_FLAG, c.ts_ms, c.lap or lap,
+                                      message=c.message or "Chequered flag"))
             if self.chequered_ms is None or c.ts_ms < self.chequered_ms:
-                events.extend(self._chequered(c.ts_ms))
+                self._chequered(c.ts_ms)
                 events.extend(self._finishes())
         elif c.kind is ControlKind.RETIREMENT and c.driver_number is not None:
-            events.extend(self._retire(c.driver_number, c.ts_ms, c.message))
+            events.extend(self._retire(c.driver_number, c.ts_ms, c.message, c.lap))
         elif c.kind is ControlKind.PENALTY:
             events.append(self._event(
                 f"penalty:{c.event_id}", EventType.PENALTY, c.ts_ms, c.lap or lap, c.driver_number,
                 message=c.message))
         return [e for e in events if e is not None]
 
-    def _retire(self, n: int, ts_ms: int, message: str) -> list[RaceEvent | None]:
+    def _retire(self, n: int, ts_ms: int, message: str, on_lap: int | None) -> list[RaceEvent | None]:
         tc = self.timing.cars[n]
         if tc.retired_ms is not None and tc.retired_ms <= ts_ms:
             return []
         if n in self.finished:
             return []  # stopping after the flag is not a retirement
         tc.retired_ms = ts_ms
+        tc.retired_on_lap = on_lap
         self.live.retire(n)
         self.timing_dirty = True
         code = self.cars[n].driver.code
         events: list[RaceEvent | None] = [self._event(
-            f"retired:{n}", EventType.RETIREMENT, ts_ms, tc.laps + 1, n,
-            message=message or f"{code} retires after {tc.laps} laps")]
+            f"retired:{n}", EventType.RETIREMENT, ts_ms, on_lap or tc.laps + 1, n,
+            message=message or f"{code} retires on lap {on_lap or tc.laps + 1}")]
         events.extend(self._overtake_events(ot.after_retirement(self.timing, n)))
         events.extend(self._finishes())
         return events
@@ -272,14 +282,12 @@ class RaceState:
                 + (" (under neutralisation)" if o.under_safety_car else "")))
         return out
 
-    def _chequered(self, ts_ms: int) -> list[RaceEvent | None]:
-        first = self.chequered_ms is None
+    def _chequered(self, ts_ms: int) -> None:
+        """The flag fell at ``ts_ms`` (the leader completing the distance, or race control). The
+        CHEQUERED_FLAG event comes from race control's message, whose time is the same whatever
+        order the laps arrive in."""
         self.chequered_ms = ts_ms
         self.timing_dirty = True
-        if not first:
-            return []
-        return [self._event("chequered", EventType.CHEQUERED_FLAG, ts_ms, self.session.total_laps,
-                            message="Chequered flag")]
 
     def _finishes(self) -> list[RaceEvent | None]:
         if self.chequered_ms is None:
@@ -324,6 +332,46 @@ class RaceState:
             return None
         before = self.timing.position_at(n, f.lap - 1)
         return None if before is None else before - positions[n]
+
+    def settle(self) -> list[RaceEvent]:
+        """FASTEST_LAP events for laps now known to beat every lap completed before them.
+
+        The leaderboard's fastest lap changes as soon as a lap arrives. The *event* waits until
+        no earlier lap can still arrive: every car has been seen past that instant, at the line
+        or, with all its laps in, in telemetry (which at live rate is a fraction of a second).
+        So the events are the same whatever order partitions are read in.
+        """
+        if not self._fl_pending:
+            return []
+        watermark = self._watermark()
+        out: list[RaceEvent] = []
+        while self._fl_pending and self._fl_pending[0][0] < watermark:
+            crossing, time_ms, n, lap = self._fl_pending.pop(0)
+            if self._fl_best is not None and (time_ms, crossing) >= self._fl_best:
+                continue
+            self._fl_best = (time_ms, crossing)
+            code = self.cars[n].driver.code
+            e = self._event(f"fastest:{n}:{lap}", EventType.FASTEST_LAP, crossing, lap, n,
+                            lap_time_ms=time_ms, message=f"{code} fastest lap {_fmt(time_ms)}")
+            if e is not None:
+                out.append(e)
+        return out
+
+    def _watermark(self) -> float:
+        """Every lap completed before this instant has arrived."""
+        bound = float("inf")
+        for n, tc in self.timing.cars.items():
+            if n in self.finished:
+                continue
+            if tc.retired_ms is not None and (tc.retired_on_lap is None or tc.laps >= tc.retired_on_lap - 1):
+                continue
+            car = self.cars.get(n)
+            # all of this car's laps that ended at or before `seen - 1` have arrived
+            seen = float(tc.last_crossing() + 1)
+            if car is not None and car.telemetry_lap - 1 <= tc.laps:
+                seen = max(seen, car.telemetry_ms + 1)
+            bound = min(bound, seen)
+        return bound
 
     # ------------------------------------------------------------------ views
     def _leader_lap(self) -> int:

@@ -20,6 +20,8 @@ class CarTiming:
     pit_flags: list[tuple[bool, bool]] = field(default_factory=list)  # (pit_in, pit_out)
     neutralised: list[bool] = field(default_factory=list)  # SC / VSC / red during that lap
     retired_ms: int | None = None
+    #: the lap the car retired on, when race control said so (its laps completed + 1)
+    retired_on_lap: int | None = None
 
     @property
     def laps(self) -> int:

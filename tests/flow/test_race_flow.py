@@ -66,12 +66,12 @@ def test_one_worker_matches_ground_truth(race: dict[str, Any]) -> None:
 def test_two_workers_produce_the_same_outputs_as_one(race: dict[str, Any]) -> None:
     one, two = _run(race, 1), _run(race, 2)
     assert _final(one) == _final(two)
-    # "fastest lap so far" events, a car's position as it takes the flag and a provisional hero are
-    # "as known so far": with two workers other cars' laps may arrive in another order. The final
-    # state (fastest lap, hero, classification) and every other event are identical.
+    # a car's position as it takes the flag and a provisional hero are "as known so far": with two
+    # workers other cars' laps may arrive in another order. The final state (fastest lap, hero,
+    # classification) and every other event are identical.
     def settled(out: list[Any]) -> dict[str, RaceEvent]:
         return {e.event_id: e for e in out if isinstance(e, RaceEvent)
-                and e.type not in ("FINISHED", "FASTEST_LAP") and not e.provisional}
+                and e.type != "FINISHED" and not e.provisional}
 
     assert settled(one) == settled(two)
     finished = {e.event_id for e in one if isinstance(e, RaceEvent) and e.type == "FINISHED"}

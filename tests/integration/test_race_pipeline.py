@@ -60,13 +60,15 @@ def _flow(bootstrap: str, redis_url: str, registry_url: str, workers: int) -> It
             proc.kill()
 
 
-def _wait_final(client: redis.Redis, race_id: str, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+def _wait_final(client: redis.Redis, race_id: str, proc: subprocess.Popen[bytes], records: int) -> dict[str, Any]:
+    """The race's state once the flow has applied all ``records`` valid input records."""
     deadline = time.monotonic() + FLOW_TIMEOUT_S
     while time.monotonic() < deadline:
         raw = client.get(STATE_KEY.format(race_id))
         if raw is not None:
             doc = json.loads(raw)
-            if doc["final"]:
+            if doc["final"] and doc["version"] >= records:
+                assert doc["version"] == records
                 time.sleep(1.0)  # let the last events land
                 return json.loads(client.get(STATE_KEY.format(race_id)) or b"{}")
         assert proc.poll() is None, f"dataflow exited with {proc.returncode}"
@@ -151,7 +153,7 @@ def produced_race(kafka_bootstrap: str, registry_url: str) -> dict[str, Any]:
             producer.poll(0)
     producer.flush(30)
     assert bad, "the race was too short to inject malformed records"
-    return {"race_id": race_id, "truth": sim.truth(), "codec": codec, "bad": bad}
+    return {"race_id": race_id, "truth": sim.truth(), "codec": codec, "bad": bad, "records": i + 1}
 
 
 def _check_against_truth(doc: dict[str, Any], events: list[dict[str, Any]], truth: dict[str, Any]) -> None:
@@ -180,7 +182,7 @@ def test_race_through_broker_and_dataflow_matches_ground_truth(
     client = redis.Redis.from_url(redis_url)
     try:
         with _flow(kafka_bootstrap, redis_url, registry_url, workers=1) as proc:
-            doc = _wait_final(client, race_id, proc)
+            doc = _wait_final(client, race_id, proc, produced_race["records"])
             events = _stream_events(client, race_id)
             _check_against_truth(doc, events, truth)
             ranked = [int(m) for m in client.zrange(f"race:{race_id}:leaderboard", 0, -1)]
@@ -224,12 +226,12 @@ def test_two_workers_give_the_same_results_as_one_and_replays_change_nothing(
             client = redis.Redis.from_url(url)
             clients.append(client)
             with _flow(kafka_bootstrap, url, registry_url, workers=workers) as proc:
-                doc = _wait_final(client, race_id, proc)
+                doc = _wait_final(client, race_id, proc, produced_race["records"])
                 events = _stream_events(client, race_id)
-            # intermediate fastest-lap and provisional hero events, and a car's position as it
-            # takes the flag, depend on the order in which partitions are read; the rest may not
+            # a provisional hero and a car's position as it takes the flag depend on the order in
+            # which partitions are read; nothing else may
             stable = {e["event_id"]: e for e in events
-                      if e["type"] not in ("FASTEST_LAP", "FINISHED", "COMMENTARY") and not e.get("provisional")}
+                      if e["type"] not in ("FINISHED", "COMMENTARY") and not e.get("provisional")}
             results.append((doc["rows"], doc["hero"], doc["fastest_lap"], doc["version"], stable))
             _check_against_truth(doc, events, produced_race["truth"])
         one, two = results
@@ -242,7 +244,7 @@ def test_two_workers_give_the_same_results_as_one_and_replays_change_nothing(
         before_state = json.loads(first.get(STATE_KEY.format(race_id)) or b"{}")
         first.delete(STATE_KEY.format(race_id), f"race:{race_id}:version")
         with _flow(kafka_bootstrap, _with_db(redis_url, 13), registry_url, workers=1) as proc:
-            after_state = _wait_final(first, race_id, proc)
+            after_state = _wait_final(first, race_id, proc, produced_race["records"])
         after_events = first.xrange(EVENTS_KEY.format(race_id))
         assert after_events == before_events
         for key in ("rows", "hero", "fastest_lap", "version", "final"):

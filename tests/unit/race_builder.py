@@ -50,8 +50,8 @@ class Race:
                                    250.0, 11000, 7, 100.0, False, False))
 
     def control(self, ts_ms: int, kind: ControlKind, status: TrackStatus | None = None,
-                driver: int | None = None) -> list[Any]:
-        return self.feed(Control(f"r:rc:{ts_ms}:{kind}", "r", ts_ms, kind, "", status, driver))
+                driver: int | None = None, lap: int | None = None) -> list[Any]:
+        return self.feed(Control(f"r:rc:{ts_ms}:{kind}", "r", ts_ms, kind, "", status, driver, lap))
 
     def events(self, type_: str | None = None) -> list[RaceEvent]:
         return [o for o in self.outputs if isinstance(o, RaceEvent) and (type_ is None or o.type == type_)]

@@ -62,6 +62,18 @@ def test_retirement_overtake_kind() -> None:
     assert r.overtakes() == {(2, 2, 1, "RETIREMENT", False)}
 
 
+def test_retirement_message_ahead_of_the_cars_last_laps() -> None:
+    """Race control's retirement can be read before the car's last laps (another topic)."""
+    r = Race(cars=2, laps=5)
+    r.lap(2, 1, 90_400)
+    r.control(200_000, ControlKind.RETIREMENT, driver=1, lap=2)  # car 1 retires on lap 2...
+    r.lap(2, 2, 180_000)
+    assert r.overtakes() == set()  # ...but its lap 1 has not arrived: nothing can be decided yet
+    r.lap(1, 1, 90_000)
+    assert r.overtakes() == {(2, 2, 1, "RETIREMENT", False)}
+    assert [e.lap for e in r.events("RETIREMENT")] == [2]
+
+
 def test_fastest_lap_tie_goes_to_the_earlier_lap_whatever_the_processing_order() -> None:
     for first in (1, 2):
         r = Race(cars=2, laps=5)
@@ -275,3 +287,37 @@ def test_validation_reasons() -> None:
     assert "negative lap time" in (validate(Lap("e", "r", 1, 2, 1, -1)) or "")
     assert validate(Lap("e", "r", 1, 2, 1, 90_000)) is None
     assert "progress" in (validate(Telemetry("e", "r", 1, 0, 1, 1.5, 0, 0, 0, 0, 0, 0, False, False)) or "")
+
+
+def test_chequered_flag_event_comes_from_race_control_and_the_flag_from_the_leader() -> None:
+    r = Race(cars=2, laps=2)
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 91_000)
+    r.lap(1, 2, 180_000)  # the leader completes the distance: the flag has fallen
+    assert r.state.chequered_ms == 180_000 and board(r).finished
+    assert r.events("CHEQUERED_FLAG") == []
+    r.control(180_000, ControlKind.CHEQUERED_FLAG)
+    assert [e.ts_ms for e in r.events("CHEQUERED_FLAG")] == [180_000]
+    r.lap(2, 2, 181_000)
+    assert board(r).final
+
+
+def test_fastest_lap_events_do_not_depend_on_arrival_order() -> None:
+    laps = [(1, 1, 90_000, 90_000), (2, 1, 90_500, 90_500), (2, 2, 179_500, 89_000), (1, 2, 179_600, 89_600),
+            (1, 3, 268_000, 88_400), (2, 3, 268_400, 88_900)]
+    seen = []
+    for order in (laps, sorted(laps, key=lambda x: (x[0], x[1]))):  # by crossing; car 1 first
+        r = Race(cars=2, laps=3)
+        for n, lap, t, lt in order:
+            r.lap(n, lap, t, lt)
+        seen.append([(e.driver_number, e.lap, e.lap_time_ms) for e in r.events("FASTEST_LAP")])
+    assert seen[0] == seen[1] == [(1, 1, 90_000), (2, 2, 89_000), (1, 3, 88_400)]
+
+
+def test_fastest_lap_event_waits_until_no_earlier_lap_can_arrive() -> None:
+    r = Race(cars=2, laps=5)
+    r.lap(1, 1, 90_000, 90_000)
+    assert board(r).fastest_lap is not None  # the tower shows it at once...
+    assert r.events("FASTEST_LAP") == []  # ...the event waits: car 2 may still cross before 90 s
+    r.tel(2, 90_250, 1, 0.99)  # car 2 is seen still on lap 1 after 90 s
+    assert [e.driver_number for e in r.events("FASTEST_LAP")] == [1]

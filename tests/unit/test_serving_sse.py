@@ -139,3 +139,35 @@ def test_avro_check_unions_and_enums() -> None:
     assert errors[0].loc[-1] == "kind"
     _, errors = to_datum("f1.race.leaderboard", control)
     assert errors[0].loc == ("body", "topic")
+
+
+def test_leaderboard_delta_round_trips() -> None:
+    from serving.sse import leaderboard_delta
+
+    old = {"version": 7, "lap": 2, "hero": None, "rows": [
+        {"driver_number": 1, "code": "AAA", "progress": 2.5, "gap_ms": None},
+        {"driver_number": 2, "code": "BBB", "progress": 2.4, "gap_ms": 900}],
+        "positions": {"1": [0.0, 0.0], "2": [3.0, 4.0]}}
+    new = {"version": 9, "lap": 3, "hero": {"code": "BBB"}, "rows": [
+        {"driver_number": 2, "code": "BBB", "progress": 3.01, "gap_ms": None},
+        {"driver_number": 1, "code": "AAA", "progress": 3.0, "gap_ms": 100},
+        {"driver_number": 3, "code": "CCC", "progress": 1.0, "gap_ms": None}],
+        "positions": {"1": [1.0, 0.0], "3": [9.0, 9.0]}}
+    d = leaderboard_delta(old, new)
+    assert (d["version"], d["base"], d["lap"], d["hero"]) == (9, 7, 3, {"code": "BBB"})
+    assert d["order"] == [2, 1, 3]
+    assert d["rows"]["3"] == new["rows"][2]  # a new row comes whole
+    assert d["positions"] == {"1": [1.0, 0.0], "3": [9.0, 9.0]} and d["positions_removed"] == ["2"]
+    # applying it to the old document gives the new one
+    rows = {r["driver_number"]: r for r in old["rows"]}
+    for n, changed in d["rows"].items():
+        rows[int(n)] = {**rows.get(int(n), {}), **changed}
+    rebuilt = {**old, **{k: v for k, v in d.items() if k not in ("rows", "order", "positions", "positions_removed",
+                                                                 "base")}}
+    rebuilt["rows"] = [rows[n] for n in d["order"]]
+    positions = {**old["positions"], **d["positions"]}
+    for k in d["positions_removed"]:
+        del positions[k]
+    rebuilt["positions"] = positions
+    assert rebuilt == new
+    assert "order" not in leaderboard_delta(new, {**new, "version": 10})

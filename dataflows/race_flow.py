@@ -27,7 +27,7 @@ from dataflows.connectors.kafka import CodecFactory, Decoder, Encoder, RaceChunk
 from dataflows.connectors.kafka_source import as_ref
 from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
 from dataflows.race.driver import DriverState, DriverUpdate, Rejection
-from dataflows.race.processor import RaceProcessor
+from dataflows.race.processor import LapChart, RaceProcessor
 from dataflows.race.processor import Rejected as RaceRejected
 from schemas.model import Commentary, Leaderboard, RaceEvent
 
@@ -116,11 +116,11 @@ def _to_kafka_object(item: Any) -> Any:
 
 
 def _for_redis(item: Any) -> bool:
-    return isinstance(item, (BoardUpdate, RaceEvent, Commentary, SessionDoc))
+    return isinstance(item, (BoardUpdate, RaceEvent, Commentary, SessionDoc, LapChart))
 
 
 def _for_kafka(item: Any) -> bool:
-    return not isinstance(item, SessionDoc)
+    return not isinstance(item, (SessionDoc, LapChart))
 
 
 def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecFactory,

@@ -12,6 +12,7 @@ Layout per race (``{id}`` = race id):
   so each event is added exactly once whatever is replayed.
 - ``race:{id}:updates``: capped stream of leaderboard versions (for live pushes).
 - ``race:{id}:session``: JSON of the race's session (entry list, track outline, laps).
+- ``race:{id}:lapchart``: hash lap → JSON list of driver numbers in crossing order at that lap.
 - commentary lines go to the events stream too, with type ``COMMENTARY``.
 - ``races``: hash race id → JSON summary (name, lap, status), for the race list.
 """
@@ -24,6 +25,7 @@ import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from dataflows.race.processor import LapChart
 from schemas.model import Commentary, Leaderboard, RaceEvent, Session
 
 STATE_KEY = "race:{}:state"
@@ -33,6 +35,7 @@ EVENTS_KEY = "race:{}:events"
 EVENT_IDS_KEY = "race:{}:event_ids"
 UPDATES_KEY = "race:{}:updates"
 SESSION_KEY = "race:{}:session"
+LAPCHART_KEY = "race:{}:lapchart"
 RACES_KEY = "races"
 
 # KEYS: state, version, board, updates, races ; ARGV: version, json, race_id, summary, maxlen, zadd...
@@ -93,7 +96,11 @@ class RedisWriter:
         latest: dict[str, tuple[Leaderboard, dict[int, tuple[float, float]] | None, str | None]] = {}
         events: dict[str, list[RaceEvent | Commentary]] = {}
         sessions: dict[str, Session] = {}
+        charts: dict[str, dict[int, list[int]]] = {}
         for item in items:
+            if isinstance(item, LapChart):
+                charts.setdefault(item.race_id, {})[item.lap] = item.order
+                continue
             if isinstance(item, (RaceEvent, Commentary)):
                 events.setdefault(item.race_id, []).append(item)
             elif isinstance(item, SessionDoc):
@@ -111,6 +118,8 @@ class RedisWriter:
             doc = session.to_dict()
             doc["start_time"] = session.start_time.isoformat()
             pipe.set(SESSION_KEY.format(race_id), orjson.dumps(doc))
+        for race_id, laps in charts.items():
+            pipe.hset(LAPCHART_KEY.format(race_id), mapping={lap: orjson.dumps(order) for lap, order in laps.items()})
         for race_id, evs in events.items():
             args: list[Any] = [self.events_maxlen]
             for e in evs:

@@ -32,7 +32,16 @@ class Rejected:
     ref: Any
 
 
-Output = Leaderboard | RaceEvent | Rejected
+@dataclass(slots=True)
+class LapChart:
+    """The order at the timing line at the end of one lap (cars that completed it, by crossing)."""
+
+    race_id: str
+    lap: int
+    order: list[int]
+
+
+Output = Leaderboard | RaceEvent | Rejected | LapChart
 
 
 @dataclass(slots=True)
@@ -109,6 +118,7 @@ class RaceProcessor:
                 out.extend(result)
         if self.state is not None:
             out.extend(self.state.settle())
+            out.extend(LapChart(self.race_id, lap, order) for lap, order in self.state.take_lap_charts().items())
         out.extend(self._snapshot(now_s))
         return out
 

@@ -96,6 +96,8 @@ class RaceState:
         self.version = 0
         self.ts_ms = 0
         self.emitted: set[str] = set()
+        #: laps whose order at the timing line changed since last taken (see ``take_lap_charts``)
+        self.lap_charts_dirty: set[int] = set()
         #: set when something at the timing line changed since the last snapshot
         self.timing_dirty = True
         #: set when only telemetry (running order, car positions) changed since the last snapshot
@@ -175,6 +177,7 @@ class RaceState:
             u.pit_count, u.compound, u.tyre_age, u.stint)
         car.in_pit = lap.pit_in
         self.timing_dirty = True
+        self.lap_charts_dirty.add(lap.lap)
         self.live.sync(n, float(lap.lap))
 
         events: list[RaceEvent | None] = []
@@ -356,6 +359,13 @@ class RaceState:
             if e is not None:
                 out.append(e)
         return out
+
+    def take_lap_charts(self) -> dict[int, list[int]]:
+        """Order at the timing line of each lap that changed: the cars that completed it, by
+        crossing time (the lap chart)."""
+        charts = {lap: [n for _t, n in self.timing.by_lap.get(lap, [])] for lap in sorted(self.lap_charts_dirty)}
+        self.lap_charts_dirty.clear()
+        return charts
 
     def _watermark(self) -> float:
         """Every lap completed before this instant has arrived."""

@@ -141,9 +141,12 @@ def produced_race(kafka_bootstrap: str, registry_url: str) -> dict[str, Any]:
                          "queue.buffering.max.messages": 1_000_000})
     bad: list[tuple[str, bytes, bytes, str]] = []
     first_lap: Lap | None = None
+    crossings: dict[int, list[tuple[int, int]]] = {}
     for i, record in enumerate(sim.records()):
-        if first_lap is None and isinstance(record, Lap):
-            first_lap = record
+        if isinstance(record, Lap):
+            crossings.setdefault(record.lap, []).append((record.crossing_ms, record.driver_number))
+            if first_lap is None:
+                first_lap = record
         if i == 150_000 and first_lap is not None:
             bad = _bad_records(codec, race_id, first_lap)
             for topic, key, value, _ in bad:
@@ -153,7 +156,9 @@ def produced_race(kafka_bootstrap: str, registry_url: str) -> dict[str, Any]:
             producer.poll(0)
     producer.flush(30)
     assert bad, "the race was too short to inject malformed records"
-    return {"race_id": race_id, "truth": sim.truth(), "codec": codec, "bad": bad, "records": i + 1}
+    lap_chart = {lap: [n for _t, n in sorted(cs)] for lap, cs in crossings.items()}
+    return {"race_id": race_id, "truth": sim.truth(), "codec": codec, "bad": bad, "records": i + 1,
+            "lap_chart": lap_chart}
 
 
 def _check_against_truth(doc: dict[str, Any], events: list[dict[str, Any]], truth: dict[str, Any]) -> None:
@@ -187,6 +192,8 @@ def test_race_through_broker_and_dataflow_matches_ground_truth(
             _check_against_truth(doc, events, truth)
             ranked = [int(m) for m in client.zrange(f"race:{race_id}:leaderboard", 0, -1)]
             assert ranked == [c["driver_number"] for c in truth["classification"]]
+            chart = {int(k): json.loads(v) for k, v in client.hgetall(f"race:{race_id}:lapchart").items()}
+            assert chart == produced_race["lap_chart"]
 
             # the same on the Kafka output topic, read with the codec
             topic_events = _consume(kafka_bootstrap, "f1.race.events", codec,

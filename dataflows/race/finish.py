@@ -7,6 +7,7 @@ lapped cars finish on a lower lap. All of it is a function of crossing times.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from dataflows.race.timing import TimingLine
@@ -55,6 +56,24 @@ def classification_order(timing: TimingLine, done: dict[int, Finisher]) -> list[
         laps = f.lap if f is not None else car.laps
         last = f.crossing_ms if f is not None else car.last_crossing()
         retired = 1 if (car.retired_ms is not None and f is None) else 0
+        return (retired, -laps, last, car.grid_position)
+
+    return sorted(timing.cars, key=key)
+
+
+def classification_order_at(timing: TimingLine, done: dict[int, Finisher], t: int) -> list[int]:
+    """:func:`classification_order` as it stood at instant ``t``: only crossings up to ``t`` count
+    (so it does not depend on which later laps have already arrived)."""
+
+    def key(n: int) -> tuple[int, int, int, int]:
+        car = timing.cars[n]
+        f = done.get(n)
+        if f is not None and f.crossing_ms <= t:
+            laps, last = f.lap, f.crossing_ms
+        else:
+            laps = bisect.bisect_right(car.crossings, t)
+            last = car.crossings[laps - 1] if laps else -1
+        retired = 1 if (car.retired_ms is not None and car.retired_ms <= t and (f is None or f.crossing_ms > t)) else 0
         return (retired, -laps, last, car.grid_position)
 
     return sorted(timing.cars, key=key)

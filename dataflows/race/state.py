@@ -20,6 +20,7 @@ from dataflows.race.finish import (
     HeroResult,
     all_finished,
     classification_order,
+    classification_order_at,
     finishers,
     last_lap_hero,
     status_text,
@@ -90,6 +91,9 @@ class RaceState:
         #: valid laps not yet confirmed as (not) a new fastest lap: (crossing, time, car, lap)
         self._fl_pending: list[tuple[int, int, int, int]] = []
         self._fl_best: tuple[int, int] | None = None  # (time, crossing) among confirmed laps
+        self._announced: set[int] = set()  # finishers whose FINISHED event went out
+        self._hero_announced: int | None = None
+        self._classified = False
         self.finished: dict[int, Finisher] = {}
         self.hero: HeroResult | None = None
         self.final = False
@@ -293,41 +297,61 @@ class RaceState:
         self.timing_dirty = True
 
     def _finishes(self) -> list[RaceEvent | None]:
+        """Update who has taken the flag, the hero and the final flag (the live state). The
+        FINISHED, LAST_LAP_HERO and CLASSIFICATION *events* are decided in :meth:`settle`."""
         if self.chequered_ms is None:
             return []
         done = finishers(self.timing, self.chequered_ms)
-        events: list[RaceEvent | None] = []
-        new = [n for n in done if n not in self.finished]
+        for n in done:
+            if n not in self.finished:
+                self.live.freeze(n, float(done[n].lap))
         self.finished = done
         order = classification_order(self.timing, done)
         positions = {n: i + 1 for i, n in enumerate(order)}
-        for n in sorted(new, key=lambda k: done[k].crossing_ms):
-            f = done[n]
-            self.live.freeze(n, float(f.lap))
-            events.append(self._event(
-                f"finished:{n}", EventType.FINISHED, f.crossing_ms, f.lap, n, position=positions[n],
-                positions_gained=self._gained(n, positions),
-                message=f"{self.cars[n].driver.code} takes the flag in P{positions[n]}"))
-        hero = last_lap_hero(self.timing, done, positions)
-        if hero is not None and (self.hero is None or (hero.number, hero.final) != (self.hero.number, self.hero.final)
-                                 or hero.positions_gained != self.hero.positions_gained):
-            self.hero = hero
-            tag = "final" if hero.final else "provisional"
-            code = self.cars[hero.number].driver.code
-            events.append(self._event(
-                f"hero:{hero.number}:{tag}", EventType.LAST_LAP_HERO,
-                done[hero.number].crossing_ms, hero.lap, hero.number, lap_time_ms=hero.lap_time_ms,
-                positions_gained=hero.positions_gained, provisional=not hero.final,
-                message=f"{code} is the {'' if hero.final else 'provisional '}last-lap hero: "
-                        f"{_fmt(hero.lap_time_ms)} on the final lap"))
+        self.hero = last_lap_hero(self.timing, done, positions)
         if all_finished(self.timing, done) and not self.final:
             self.final = True
             self.live.reset(order)
-            events.append(self._event(
-                "classification", EventType.CLASSIFICATION, max(f.crossing_ms for f in done.values()),
-                self.session.total_laps, classification=self.classification(),
-                message="Final classification"))
-        return events
+        return []
+
+    def _settle_finishers(self, watermark: float) -> list[RaceEvent]:
+        """Finishers whose flag crossing is behind the watermark, in crossing order: each with
+        its position as of that instant, and the (provisional) hero as of that instant."""
+        out: list[RaceEvent | None] = []
+        for f in sorted(self.finished.values(), key=lambda x: x.crossing_ms):
+            if f.number in self._announced or f.crossing_ms >= watermark:
+                continue
+            self._announced.add(f.number)
+            t = f.crossing_ms
+            order = classification_order_at(self.timing, self.finished, t)
+            pos = {n: i + 1 for i, n in enumerate(order)}
+            code = self.cars[f.number].driver.code
+            out.append(self._event(
+                f"finished:{f.number}", EventType.FINISHED, t, f.lap, f.number, position=pos[f.number],
+                positions_gained=self._gained(f.number, pos), message=f"{code} takes the flag in P{pos[f.number]}"))
+            so_far = {n: x for n, x in self.finished.items() if x.crossing_ms <= t}
+            hero = last_lap_hero(self.timing, so_far, pos)
+            last_one = self.final and len(self._announced) == len(self.finished)
+            if hero is not None and hero.number != self._hero_announced and not last_one:
+                self._hero_announced = hero.number
+                out.append(self._hero_event(hero, provisional=True))
+        if self.final and watermark == float("inf") and not self._classified:
+            self._classified = True
+            if self.hero is not None:
+                out.append(self._hero_event(self.hero, provisional=False))
+            out.append(self._event(
+                "classification", EventType.CLASSIFICATION, max(f.crossing_ms for f in self.finished.values()),
+                self.session.total_laps, classification=self.classification(), message="Final classification"))
+        return [e for e in out if e is not None]
+
+    def _hero_event(self, hero: HeroResult, provisional: bool) -> RaceEvent | None:
+        code = self.cars[hero.number].driver.code
+        return self._event(
+            f"hero:{hero.number}:{'provisional' if provisional else 'final'}", EventType.LAST_LAP_HERO,
+            self.finished[hero.number].crossing_ms, hero.lap, hero.number, lap_time_ms=hero.lap_time_ms,
+            positions_gained=hero.positions_gained, provisional=provisional,
+            message=f"{code} is the {'provisional ' if provisional else ''}last-lap hero: "
+                    f"{_fmt(hero.lap_time_ms)} on the final lap")
 
     def _gained(self, n: int, positions: dict[int, int]) -> int | None:
         f = self.finished.get(n)
@@ -344,7 +368,7 @@ class RaceState:
         or, with all its laps in, in telemetry (which at live rate is a fraction of a second).
         So the events are the same whatever order partitions are read in.
         """
-        if not self._fl_pending:
+        if not self._fl_pending and not self.finished:
             return []
         watermark = self._watermark()
         out: list[RaceEvent] = []
@@ -358,6 +382,8 @@ class RaceState:
                             lap_time_ms=time_ms, message=f"{code} fastest lap {_fmt(time_ms)}")
             if e is not None:
                 out.append(e)
+        if self.finished:
+            out.extend(self._settle_finishers(watermark))
         return out
 
     def take_lap_charts(self) -> dict[int, list[int]]:

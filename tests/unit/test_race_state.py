@@ -186,17 +186,32 @@ def test_hero_decided_by_the_last_car_to_finish() -> None:
     r = Race(cars=3, laps=2)
     r.lap(1, 1, 90_000)
     r.lap(2, 1, 91_000)
-    r.lap(3, 1, 92_000)
+    r.lap(3, 1, 92_200)
     r.lap(1, 2, 181_000, 91_000)
     hero = board(r).hero
     assert hero is not None and (hero.driver_number, hero.final) == (1, False)
     r.lap(2, 2, 181_500, 90_500)
-    r.lap(3, 2, 181_400, 89_400)  # last to finish, fastest final lap, passes car 2 on the line
+    r.lap(3, 2, 181_600, 89_400)  # the last car to finish has the fastest final lap
     hero = board(r).hero
     assert hero is not None and (hero.driver_number, hero.lap_time_ms, hero.final) == (3, 89_400, True)
-    assert hero.positions_gained == 1
     kinds = [(e.driver_number, e.provisional) for e in r.events("LAST_LAP_HERO")]
     assert kinds == [(1, True), (2, True), (3, False)]
+
+
+def test_hero_positions_gained_on_the_last_lap_and_events_in_crossing_order() -> None:
+    r = Race(cars=3, laps=2)
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 91_000)
+    r.lap(3, 1, 92_000)
+    r.lap(1, 2, 181_000, 91_000)
+    r.lap(2, 2, 181_500, 90_500)  # arrives before car 3's lap, though car 3 crossed first
+    r.lap(3, 2, 181_400, 89_400)  # passes car 2 on the last lap
+    hero = board(r).hero
+    assert hero is not None and (hero.driver_number, hero.positions_gained, hero.final) == (3, 1, True)
+    kinds = [(e.driver_number, e.provisional) for e in r.events("LAST_LAP_HERO")]
+    assert kinds == [(1, True), (3, True), (3, False)]  # as of each crossing, whatever the arrival order
+    finished = [(e.driver_number, e.position) for e in r.events("FINISHED")]
+    assert finished == [(1, 1), (3, 2), (2, 3)]
 
 
 def test_hero_is_final_when_every_running_car_has_finished() -> None:

@@ -48,6 +48,9 @@ class ServingOptions:
     sse_send_timeout_s: float = 30.0  # a client that takes longer to accept one write is dropped
     sse_block_ms: int = 1000  # XREAD BLOCK; also bounds how long stopping a reader takes
     sse_linger_s: float = 10.0
+    # deliveries per second (messages x clients) this process aims to stay within by thinning
+    # telemetry-only leaderboards (the page animates cars between snapshots); 0 = no thinning
+    sse_fanout_budget_per_s: float = 8000.0
     redis_max_connections: int = 256
     simulate_command: tuple[str, ...] = field(default=DEFAULT_COMMAND)
     max_simulations: int = 10
@@ -75,6 +78,7 @@ def create_app(settings: Settings, options: ServingOptions | None = None) -> Fas
             health_check_interval=30, socket_connect_timeout=5)
         client = aioredis.Redis.from_pool(pool)
         hub = Hub(client, queue_size=opts.sse_queue_size, block_ms=opts.sse_block_ms, linger_s=opts.sse_linger_s,
+                  fanout_budget_per_s=opts.sse_fanout_budget_per_s,
                   on_broadcast=metrics.on_broadcast)
         env = {k: v for k, v in (("RACEWIRE_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
                                  ("RACEWIRE_SCHEMA_REGISTRY_URL", settings.schema_registry_url),

@@ -42,6 +42,8 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="race replay speed (1 = real time)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--queue", type=int, default=None, help="server's per-client queue (default: its default)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="server's fan-out budget (deliveries/s; 0 = never thin telemetry-only leaderboards)")
     p.add_argument("--full", action="store_true",
                    help="full leaderboard snapshots (default: deltas, as the web page asks for)")
     p.add_argument("--json", action="store_true", help="print only the JSON result")
@@ -110,7 +112,8 @@ def serving_process(redis_url: str, extra_args: list[str] | None = None,
     from serving.testing import free_port
 
     port = free_port()
-    cmd = [sys.executable, "-m", "serving.cli", "--port", str(port), "--rate-limit", "0", *(extra_args or [])]
+    cmd = [sys.executable, "-m", "serving.cli", "--log-level", "WARNING", "--port", str(port), "--rate-limit", "0",
+           *(extra_args or [])]
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {}), "RACEWIRE_REDIS_URL": redis_url},
                             stdout=subprocess.DEVNULL)
     try:
@@ -194,6 +197,24 @@ class SSEClient(asyncio.Protocol):
 # ------------------------------------------------------------------------------------------ bench sse
 
 
+def _server_lag(port: int) -> dict[str, float | None]:
+    """Quantiles (bucket upper bounds, ms) of the server's fan-out lag histogram, from /metrics."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith("racewire_sse_fanout_lag_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1] if buckets else 0.0
+    out: dict[str, float | None] = {}
+    for q in (50, 99):
+        bound = next((le for le, n in buckets if total and n >= total * q / 100), None)
+        out[f"p{q}_le"] = None if bound is None else round(bound * 1000, 1)
+    return out
+
+
 def bench_sse(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
@@ -201,6 +222,11 @@ def bench_sse(args: argparse.Namespace) -> dict[str, Any]:
     if limit < args.clients + 100:
         raise SystemExit(f"bench sse: the open-file limit ({limit}) is too low for {args.clients} clients; "
                          "raise it (ulimit -n)")
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the clients' own collections must not show up as server latency
+    gc.set_threshold(50_000, 50, 1000)
     with tempfile.TemporaryDirectory(prefix="racewire-bench-sse-") as tmp, _redis(Path(tmp)) as redis_url:
         return asyncio.run(_bench_sse(args, redis_url))
 
@@ -219,7 +245,8 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
     write_session(writer, session)
     writer.write([o.item for o in outputs[: first + 1]])
     client: Any = redis.Redis.from_url(redis_url)
-    extra = ["--ping", "15"] + (["--sse-queue", str(args.queue)] if args.queue else [])
+    extra = ["--ping", "15"] + (["--sse-queue", str(args.queue)] if args.queue else []) + (
+        ["--fanout-budget", str(args.budget)] if args.budget is not None else [])
     loop = asyncio.get_running_loop()
     try:
         with serving_process(redis_url, extra) as (proc, port):
@@ -302,6 +329,7 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
                 await asyncio.sleep(0.2)
             await asyncio.sleep(1.0)
             peak_rss = _proc_status(proc.pid, "VmHWM")
+            lag = await asyncio.to_thread(_server_lag, port)
             for c in clients:
                 if c.transport is not None:
                     c.transport.close()
@@ -347,14 +375,17 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
         "connected": connected, "failed_connects": failed_connects,
         "connect_s": round(connect_s, 1), "duration_s": round(write_s, 1), "speed": args.speed,
         "leaderboards_written": stats["boards"], "events_written": stats["events"],
+        "leaderboards_per_client": round(sum(1 for c, skip in zip(clients, baseline, strict=True)
+                                             for k in c.keys[skip:] if k < 0) / max(1, connected), 1),
         "delivered": delivered, "lost": lost,
         "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99),
         "max_ms": round(max(latencies), 1) if latencies else None,
         "server_cpu_pct": round((cpu1[0] - cpu0[0]) / write_s * 100), "clients_cpu_pct": round(
             (cpu1[1] - cpu0[1]) / write_s * 100),
+        "server_fanout_lag_ms": lag,
         "server_rss_idle_mb": round(rss_idle, 1), "server_rss_connected_mb": round(rss_clients, 1),
         "rss_per_client_kb": round((rss_clients - rss_idle) * 1024 / max(1, connected), 1),
-        "peak_rss_mb": round(peak_rss, 1), "cpus": os.cpu_count(),
+        "peak_rss_mb": round(peak_rss, 1), "cpus": os.cpu_count(), "load_avg_1m_after": round(os.getloadavg()[0], 2),
     }
 
 
@@ -403,6 +434,36 @@ class _BoardWatcher(asyncio.Protocol):
         self.closed = True
 
 
+async def _watch_redis(redis_url: str, race_ids: list[str], in_redis: dict[tuple[str, int, int], float],
+                       stop: asyncio.Event) -> None:
+    """Like serving's reader, but straight from Redis: when each (driver, lap) first shows in a race's state.
+    Splits the end-to-end figure into dataflow (produce -> Redis) and serving (Redis -> client)."""
+    import orjson
+    import redis.asyncio as aioredis
+
+    from serving.store import STATE_KEY, UPDATES_KEY
+
+    client: Any = aioredis.Redis.from_url(redis_url)
+    cursors = {UPDATES_KEY.format(r): "0-0" for r in race_ids}
+    laps: dict[tuple[str, int], int] = {}
+    try:
+        while not stop.is_set():
+            resp = await client.xread(cursors, block=200)
+            now = time.perf_counter()
+            for stream, entries in resp or []:
+                key = stream.decode()
+                cursors[key] = entries[-1][0].decode()
+                race = key.split(":")[1]
+                raw = await client.get(STATE_KEY.format(race))
+                for row in orjson.loads(raw).get("rows", []) if raw else []:
+                    n, done = int(row["driver_number"]), int(row["laps"])
+                    for lap in range(laps.get((race, n), 0) + 1, done + 1):
+                        in_redis.setdefault((race, n, lap), now)
+                    laps[(race, n)] = max(done, laps.get((race, n), 0))
+    finally:
+        await client.aclose()
+
+
 def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
@@ -426,6 +487,8 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
     sims = [RaceSimulator(f"lat-{tag}-{i}", args.seed + i, args.laps) for i in range(args.races)]
     produced: dict[tuple[str, int, int], float] = {}
     seen: dict[tuple[str, int, int], float] = {}
+    in_redis: dict[tuple[str, int, int], float] = {}
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     with _services(workdir) as svc:
         create_topics(svc["bootstrap"], partitions=4)
@@ -459,11 +522,15 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
                     await loop.create_connection(lambda w=watcher: w, "127.0.0.1", port)  # type: ignore[misc]
                 if produced:
                     raise RuntimeError("clients attached after the first lap completion; results would be partial")
+                redis_watch = asyncio.create_task(_watch_redis(svc["redis_url"], [s.race_id for s in sims], in_redis,
+                                                               stop))
                 await producing
                 produce_s = time.perf_counter() - t0
                 deadline = time.monotonic() + 10
                 while len(seen) < len(produced) and time.monotonic() < deadline:
                     await asyncio.sleep(0.2)
+                stop.set()
+                await redis_watch
                 peak = {"serving": _proc_status(server.pid, "VmHWM"),
                         "dataflow": sum(_proc_status(p.pid, "VmHWM")
                                         for p in [psutil.Process(flow.pid), *psutil.Process(flow.pid).children(True)])}
@@ -482,11 +549,16 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
             rclient.close()
 
     latencies = [(seen[k] - t) * 1000 for k, t in produced.items() if k in seen]
+    to_redis = [(in_redis[k] - t) * 1000 for k, t in produced.items() if k in in_redis]
+    redis_to_client = [(seen[k] - in_redis[k]) * 1000 for k in seen if k in in_redis]
     return {
         "benchmark": "latency", "races": args.races, "laps": args.laps, "speed": args.speed,
         "samples": len(latencies), "missing": len(produced) - len(latencies),
         "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99),
         "max_ms": round(max(latencies), 1) if latencies else None,
+        "dataflow_p50_ms": _percentile(to_redis, 50), "dataflow_p99_ms": _percentile(to_redis, 99),
+        "serving_p50_ms": _percentile(redis_to_client, 50), "serving_p99_ms": _percentile(redis_to_client, 99),
         "produce_s": round(produce_s, 1), "peak_rss_mb": round(sum(peak.values()), 1),
         "peak_rss_mb_by_process": {k: round(v, 1) for k, v in peak.items()}, "cpus": os.cpu_count(),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
     }

@@ -8,6 +8,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 1.5, 2.5, 5)
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -29,6 +31,9 @@ class Metrics:
                                      "client queues that overflowed (the client was resynchronised)", registry=r)
         self.sse_resyncs = Counter("racewire_sse_resyncs", "resynchronisations of slow clients from Redis",
                                    registry=r)
+        self.sse_lag = Histogram("racewire_sse_fanout_lag_seconds",
+                                 "time from the channel reading a message to a client's stream taking it",
+                                 registry=r, buckets=LAG_BUCKETS)
         self.rate_limited = Counter("racewire_rate_limited", "requests refused by the rate limiter", registry=r)
         self.ingested = Counter("racewire_ingested_records", "records produced through POST /api/events",
                                 ["topic"], registry=r)

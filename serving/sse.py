@@ -41,6 +41,11 @@ log = logging.getLogger("racewire.serving.sse")
 RETRY_MS = 2000
 #: how long stopping a channel waits for its reader beyond one blocking read
 STOP_TIMEOUT_S = 1.0
+#: the slowest the fan-out budget may thin telemetry-only leaderboards to (one per this many seconds)
+MAX_TELEMETRY_INTERVAL_S = 2.0
+#: a held telemetry snapshot goes out this long after its interval ends unless a newer one came first
+#: (a little more than the dataflow's 250 ms between telemetry snapshots)
+TRAILING_GRACE_S = 0.3
 #: replay page size (stream entries per XRANGE)
 REPLAY_PAGE = 500
 
@@ -247,8 +252,11 @@ class RaceChannel:
         self.events_cursor = ZERO
         self.updates_cursor = ZERO
         self.version = -1
-        self.doc: dict[str, Any] | None = None  # the latest leaderboard document, parsed (for deltas)
+        self.doc: dict[str, Any] | None = None  # the last leaderboard document sent, parsed (for deltas)
         self.latest: Message | None = None
+        self.sent_at = 0.0  # loop time of the last leaderboard sent
+        self.pending: tuple[bytes, dict[str, Any], int] | None = None  # a thinned snapshot not sent yet
+        self.trailing: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
         self.stopping = False
         self.ready = asyncio.Event()
@@ -309,7 +317,13 @@ class RaceChannel:
             await self.refresh()
 
     async def refresh(self) -> Message | None:
-        """Read the current snapshot; broadcast it (with its delta from the previous one) if newer."""
+        """Read the current snapshot; broadcast it (with its delta from the last one sent) if newer.
+
+        Under load, snapshots that only moved cars (``reason == "telemetry"``) are thinned: at most one
+        per ``Hub.telemetry_interval`` (leading edge: the first arrival after the interval goes out at
+        once; trailing edge: when arrivals stop, the newest held one goes out shortly after the interval
+        ends, so the final state is never held back), keeping the work per second within the fan-out
+        budget. Snapshots from the timing line always go out at once."""
         raw = await self.hub.store.state_raw(self.race_id)
         if raw is None:
             return self.latest
@@ -319,13 +333,41 @@ class RaceChannel:
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
             log.warning("race %s: unreadable leaderboard document in Redis", self.race_id)
             return self.latest
-        if version > self.version:
-            prev, self.version, self.doc = self.doc, version, doc
-            delta = None if prev is None else orjson.dumps(leaderboard_delta(prev, doc))
-            self.latest = Message.leaderboard(self.events_cursor, version, raw,
-                                              -1 if prev is None else int(prev.get("version", -1)), delta)
-            self.broadcast(self.latest)
+        if version <= self.version:
+            return self.latest
+        loop = asyncio.get_running_loop()
+        if doc.get("reason") == "telemetry" and self.latest is not None:
+            interval = self.hub.telemetry_interval(len(self.subscribers))
+            due = self.sent_at + interval
+            now = loop.time()
+            if now < due:
+                # held: the next arrival after `due` goes out at once (fresher than this one); only when
+                # arrivals stop does the newest held one go out, a moment after `due`
+                self.pending = (raw, doc, version)
+                if self.trailing is not None:
+                    self.trailing.cancel()
+                self.trailing = loop.call_at(max(due, now) + TRAILING_GRACE_S, self._flush_pending)
+                return self.latest
+        self._send(raw, doc, version)
         return self.latest
+
+    def _send(self, raw: bytes, doc: dict[str, Any], version: int) -> None:
+        prev, self.version, self.doc = self.doc, version, doc
+        self.pending = None
+        if self.trailing is not None:
+            self.trailing.cancel()
+            self.trailing = None
+        self.sent_at = asyncio.get_running_loop().time()
+        delta = None if prev is None else orjson.dumps(leaderboard_delta(prev, doc))
+        self.latest = Message.leaderboard(self.events_cursor, version, raw,
+                                          -1 if prev is None else int(prev.get("version", -1)), delta)
+        self.broadcast(self.latest)
+
+    def _flush_pending(self) -> None:
+        self.trailing = None
+        pending = self.pending
+        if pending is not None and pending[2] > self.version and not self.stopping:
+            self._send(*pending)
 
     async def stop(self) -> None:
         """End the reader: it exits when its current ``XREAD BLOCK`` returns (within ``block_ms``).
@@ -362,13 +404,14 @@ class Hub:
     """All channels of one process. Create one in the app's lifespan; :meth:`close` at shutdown."""
 
     def __init__(self, client: aioredis.Redis, *, queue_size: int = 256, block_ms: int = 1000,
-                 read_count: int = 1000, linger_s: float = 10.0,
+                 read_count: int = 1000, linger_s: float = 10.0, fanout_budget_per_s: float = 0.0,
                  on_broadcast: Callable[[Message, int, int], None] | None = None) -> None:
         self.store = RaceStore(client)
         self.queue_size = queue_size
         self.block_ms = block_ms
         self.read_count = read_count
         self.linger_s = linger_s
+        self.fanout_budget_per_s = fanout_budget_per_s
         self.channels: dict[str, RaceChannel] = {}
         self.closed = False
         self._on_broadcast = on_broadcast
@@ -376,6 +419,16 @@ class Hub:
     def on_broadcast(self, msg: Message, receivers: int, dropped: int) -> None:
         if self._on_broadcast is not None:
             self._on_broadcast(msg, receivers, dropped)
+
+    def telemetry_interval(self, subscribers: int) -> float:
+        """Least time between telemetry-only snapshots of one race: each goes to every subscriber, so
+        ``subscribers / budget`` keeps the deliveries per second within the budget (0: no limit).
+        The budget is per process, so all races' subscribers count."""
+        budget = self.fanout_budget_per_s
+        if budget <= 0:
+            return 0.0
+        total = sum(len(c.subscribers) for c in self.channels.values()) or subscribers
+        return min(MAX_TELEMETRY_INTERVAL_S, total / budget)
 
     @property
     def clients(self) -> int:
@@ -443,8 +496,21 @@ class ClientCursor:
     version: int
 
 
-async def client_stream(hub: Hub, race_id: str, last_event_id: str | None,
-                        on_resync: Callable[[], None] | None = None, delta: bool = False) -> AsyncIterator[bytes]:
+@dataclass(slots=True, frozen=True)
+class StreamHooks:
+    """Callbacks of one client stream (metrics)."""
+
+    on_open: Callable[[], None] | None = None
+    on_close: Callable[[], None] | None = None
+    on_resync: Callable[[], None] | None = None
+    on_lag: Callable[[float], None] | None = None  # seconds from the channel reading a message to this client
+
+
+NO_HOOKS = StreamHooks()
+
+
+async def client_stream(hub: Hub, race_id: str, last_event_id: str | None, delta: bool = False,
+                        hooks: StreamHooks = NO_HOOKS) -> AsyncIterator[bytes]:
     """The body of one SSE response (bytes, already framed).
 
     With no ``last_event_id`` the client starts at the current end of the events stream: the first
@@ -460,6 +526,9 @@ async def client_stream(hub: Hub, race_id: str, last_event_id: str | None,
         cursor, version = ZERO, -1
         fresh = True
     channel, sub = await hub.subscribe(race_id)
+    on_lag = hooks.on_lag
+    if hooks.on_open is not None:
+        hooks.on_open()
     try:
         if fresh:
             cursor = await hub.store.last_event_id(race_id)
@@ -473,6 +542,8 @@ async def client_stream(hub: Hub, race_id: str, last_event_id: str | None,
             yield b"retry: %d\r\n\r\n" % RETRY_MS
         while True:
             items = await sub.get_all()
+            if on_lag is not None and isinstance(items[0], Message):  # channel receipt -> this client's turn
+                on_lag(time.monotonic() - items[0].written_at)
             out: list[bytes] = []
             for item in items:
                 if item is _CLOSED:
@@ -483,8 +554,8 @@ async def client_stream(hub: Hub, race_id: str, last_event_id: str | None,
                     if out:
                         yield b"".join(out)
                         out = []
-                    if on_resync is not None:
-                        on_resync()
+                    if hooks.on_resync is not None:
+                        hooks.on_resync()
                     async for chunk in _catch_up(hub, channel, race_id, pos):
                         yield chunk
                     continue
@@ -506,6 +577,8 @@ async def client_stream(hub: Hub, race_id: str, last_event_id: str | None,
                 yield b"".join(out)
     finally:
         hub.unsubscribe(channel, sub)
+        if hooks.on_close is not None:
+            hooks.on_close()
 
 
 async def _catch_up(hub: Hub, channel: RaceChannel, race_id: str, pos: ClientCursor,

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from dataflows.connectors.redis_sink import EVENTS_KEY, RedisWriter
 from schemas.model import EventType, RaceEvent
 from serving.replay import play, race_outputs
-from serving.sse import Hub, client_stream
+from serving.sse import Hub, StreamHooks, client_stream
 from serving.testing import SSEParser
 
 pytestmark = pytest.mark.integration
@@ -45,8 +45,8 @@ def test_slow_client_is_resynced_and_fast_clients_get_everything(redis_url: str,
         resyncs: list[int] = []
         hub = Hub(client, queue_size=4, block_ms=200)
         try:
-            slow, fast = client_stream(hub, race, None, on_resync=lambda: resyncs.append(1)), client_stream(
-                hub, race, None)
+            slow = client_stream(hub, race, None, hooks=StreamHooks(on_resync=lambda: resyncs.append(1)))
+            fast = client_stream(hub, race, None)
             ps, pf = SSEParser(), SSEParser()
             assert (await _read(slow, ps, 1))[0].event == "leaderboard"
             assert (await _read(fast, pf, 1))[0].event == "leaderboard"
@@ -96,6 +96,53 @@ def test_trimmed_history_is_reported_as_a_gap(redis_url: str, redis_client: redi
             got = await _read(gen, SSEParser(), 3)
             assert got[0].event == "gap"
             assert [orjson.loads(e.data)["event_id"] for e in got[1:]] == [f"{race}:ev:3", f"{race}:ev:4"]
+            await gen.aclose()
+        finally:
+            await hub.close()
+            await client.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        redis_client.hdel("races", race)
+        writer.close()
+
+
+def test_fanout_budget_thins_telemetry_snapshots_but_never_the_last(redis_url: str, redis_client: redis.Redis,
+                                                                    unique_race_id: str) -> None:
+    from dataclasses import replace
+
+    from dataflows.connectors.redis_sink import BoardUpdate
+
+    race = unique_race_id
+    _, outputs = race_outputs(race, 3, 1)
+    board = next(o.item.board for o in outputs if isinstance(o.item, BoardUpdate))
+    writer = RedisWriter(redis_url)
+    writer.write([BoardUpdate(replace(board, version=1, reason="timing"), None, "x")])
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        hub = Hub(client, block_ms=200, fanout_budget_per_s=2)  # one subscriber: at most 2 telemetry boards/s
+        try:
+            gen = client_stream(hub, race, None)
+            parser = SSEParser()
+            assert orjson.loads((await _read(gen, parser, 1))[0].data)["version"] == 1
+            for v in range(2, 22):  # 20 telemetry-only snapshots in about a second
+                await asyncio.to_thread(writer.write, [BoardUpdate(replace(board, version=v, reason="telemetry"),
+                                                                   None, "x")])
+                await asyncio.sleep(0.05)
+            got: list[int] = []
+            async with asyncio.timeout(5):
+                while not got or got[-1] != 21:
+                    got += [orjson.loads(e.data)["version"] for e in parser.feed(await anext(gen))]
+            assert len(got) <= 5, got  # thinned ...
+            assert got == sorted(got)
+            # ... and a timing-line snapshot goes out at once
+            await asyncio.to_thread(writer.write, [BoardUpdate(replace(board, version=22, reason="timing"), None,
+                                                               "x")])
+            async with asyncio.timeout(0.5):
+                (e,) = await _read(gen, parser, 1)
+            assert orjson.loads(e.data)["version"] == 22
             await gen.aclose()
         finally:
             await hub.close()

@@ -53,6 +53,10 @@ TEAM_COLOURS: dict[str, str] = {
 }
 
 
+TIME_TOLERANCE_MS = 300_000
+"""How far a row's session time may disagree with the previous crossing plus its lap time."""
+
+
 class ReplayError(ValueError):
     """The table cannot be replayed; the message says what was wrong."""
 
@@ -310,7 +314,7 @@ def clean_cars(rows: list[LapRow]) -> list[CarLaps]:
         lap_times: list[int | None] = []
         prev = 0
         for r in kept:
-            if r.time_ms is not None:
+            if r.time_ms is not None and not _time_inconsistent(r, start, prev):
                 crossing = r.time_ms - start
             elif r.lap_time_ms is not None:
                 crossing = prev + r.lap_time_ms
@@ -326,6 +330,28 @@ def clean_cars(rows: list[LapRow]) -> list[CarLaps]:
         code = laps[0].code if laps else str(number)
         cars.append(CarLaps(code, number, team, kept, crossings, lap_times, stopped))
     return cars
+
+
+def _time_inconsistent(row: LapRow, start: int, prev: int) -> bool:
+    """A session time that contradicts the lap time by more than :data:`TIME_TOLERANCE_MS`
+    (seen in FastF1: a lap-1 ``Time`` stamped at the end of the session). Not applied to
+    red-flag laps, whose lap time may leave the wait out."""
+    if row.time_ms is None or row.lap_time_ms is None or "5" in row.track_codes:
+        return False
+    return abs(row.time_ms - start - prev - row.lap_time_ms) > TIME_TOLERANCE_MS
+
+
+def drop_unfinished_laps(cars: list[CarLaps], chequered_ms: int) -> None:
+    """A car that never takes the flag and whose last row has no lap time of its own stopped
+    during that lap (FastF1 keeps the row of the lap on which it crashed, sometimes with a
+    position): it is not a completed lap."""
+    for car in cars:
+        if not car.crossings or car.crossings[-1] >= chequered_ms or car.stopped_ms is not None:
+            continue  # took the flag, or its unfinished lap was already recognised
+        if car.laps[-1].lap_time_ms is None:
+            car.laps.pop()
+            car.stopped_ms = car.crossings.pop()
+            car.lap_times.pop()
 
 
 @dataclass(slots=True)
@@ -362,6 +388,7 @@ def build_race(rows: list[LapRow], race_id: str, meta: RaceMeta | None = None) -
     leader_crossings: list[int] = []  # first crossing of each lap
     winner = min((c for c in cars if len(c.laps) == winner_laps), key=lambda c: c.crossings[-1])
     chequered_ms = winner.crossings[-1]
+    drop_unfinished_laps(cars, chequered_ms)
     for lap in range(1, winner_laps + 1):
         leader_crossings.append(min(c.crossings[lap - 1] for c in cars if len(c.laps) >= lap))
 

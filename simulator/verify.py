@@ -110,7 +110,9 @@ def check_classification(report: dict[str, Any], official: list[dict[str, Any]])
         code = off["driver"]
         got = ours_pos.get(code)
         if got is None:
-            details.append(f"P{off['position']} {code}: not in the report's classification")
+            details.append(f"P{off['position']} {code}: not in the report's classification ({off['status']}, "
+                           f"{off['laps']} laps): the lap table has no laps of this car (did not start, "
+                           "or out before completing a lap)")
             continue
         same_pos = got["position"] == off["position"]
         same_laps = got["laps"] == off["laps"]
@@ -123,12 +125,16 @@ def check_classification(report: dict[str, Any], official: list[dict[str, Any]])
                                f"({off['status']}, {off['laps']} laps): same place at the line (note)")
             continue
         why: list[str] = []
+        dsq_ahead = [o["driver"] for o in official if _category(o["status"]) == "disqualified"
+                     and (ours_pos.get(o["driver"], {}).get("position", 99) < got["position"])]
         if cat_off == "disqualified":
             why.append("disqualified after the race (timing alone cannot know)")
         elif not same_laps:
             why.append(f"laps official {off['laps']} vs report {got['laps']}")
         elif cat_off != cat_ours:
             why.append(f"status official '{off['status']}' vs report '{got['status']}'")
+        elif not same_pos and dsq_ahead:
+            why.append(f"moved up after the disqualification of {', '.join(dsq_ahead)}")
         elif not same_pos:
             why.append("same laps, different order at the line: a post-race time penalty "
                        "(or a ruling) changed the official order")
@@ -137,7 +143,7 @@ def check_classification(report: dict[str, Any], official: list[dict[str, Any]])
     extra = [c["driver"] for c in mine if c["driver"] not in {o["driver"] for o in official}]
     if extra:
         details.append(f"report classifies {extra}, officials do not (did not start / excluded)")
-    passed = bool(official) and order_ok and not any(": not in" in d or "vs report" in d for d in details)
+    passed = bool(official) and order_ok and not any("not in the report" in d or "vs report" in d for d in details)
     return Check("classification", passed,
                  f"{matched}/{len(official)} positions match the official classification"
                  + ("" if order_ok else " (order differs)"), details,
@@ -272,6 +278,12 @@ def lap_chart_from_table(path: Path, round_number: int | None = None) -> dict[in
     if "Driver" in frame.columns:
         if round_number is not None:
             frame = frame.filter(pl.col("RoundNumber").cast(pl.Float64, strict=False) == round_number)
+        frame = frame.with_columns(pl.col("LapNumber").cast(pl.Float64).alias("n"))
+        # a car's last row without a lap time, unless it took the flag, is the lap it did not
+        # finish (FastF1 may still give it a position): not a completed lap
+        winner_laps = frame["n"].max()
+        last = pl.col("n") == pl.col("n").max().over("Driver")
+        frame = frame.filter(~(last & pl.col("LapTime").is_null() & (pl.col("n") < winner_laps)))
         frame = frame.select(pl.col("Driver").alias("code"), pl.col("LapNumber").alias("lap"),
                              pl.col("Position").alias("position"))
     else:

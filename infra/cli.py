@@ -22,7 +22,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "topics": ("infra.topics", "Create racewire's topics on the broker."),
     "bench": ("infra.bench", "Benchmarks that print JSON (pipeline, ...)."),
     "replay": ("simulator.replay", "Replay a real race from a lap table through the pipeline."),
-    "livetiming": ("simulator.livetiming", "Replay a capture of the official live-timing feed."),
     "verify": ("simulator.verify", "Compare a replay report with official results."),
 }
 

@@ -49,8 +49,9 @@ class ServingOptions:
     sse_block_ms: int = 1000  # XREAD BLOCK; also bounds how long stopping a reader takes
     sse_linger_s: float = 10.0
     # deliveries per second (messages x clients) this process aims to stay within by thinning
-    # telemetry-only leaderboards (the page animates cars between snapshots); 0 = no thinning
-    sse_fanout_budget_per_s: float = 8000.0
+    # telemetry-only leaderboards (the page animates cars between snapshots); 0 = no thinning. Off by
+    # default: a reader that falls behind already coalesces what it reads into the newest snapshot
+    sse_fanout_budget_per_s: float = 0.0
     redis_max_connections: int = 256
     simulate_command: tuple[str, ...] = field(default=DEFAULT_COMMAND)
     max_simulations: int = 10

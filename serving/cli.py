@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ping", type=float, default=None, help="SSE keep-alive interval in seconds (default 15)")
     parser.add_argument("--fanout-budget", type=float, default=None,
                         help="SSE deliveries per second to stay within by thinning telemetry-only leaderboards "
-                             "(default 8000; 0 = never thin)")
+                             "(default 0: never thin)")
     parser.add_argument("--backlog", type=int, default=4096, help="listen backlog (many clients connecting at once)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
 

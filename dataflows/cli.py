@@ -73,14 +73,23 @@ def build(args: argparse.Namespace) -> Any:
     return build_race_flow(make_source(s.kafka_bootstrap), sinks, codec_factory, s.leaderboard_max_rate_hz)
 
 
-def _recovery(args: argparse.Namespace) -> Any:
+def _recovery(args: argparse.Namespace, workers: int) -> Any:
+    """Bytewax recovery in ``--recovery-dir``: state snapshots in SQLite partitions, created on
+    first use (one per worker). On a restart the flow resumes from its last snapshot; output since
+    then is written again, which the sinks absorb (Redis writes are idempotent; Kafka consumers
+    de-duplicate by event id)."""
     if not args.recovery_dir:
         return None
     from pathlib import Path
 
-    from bytewax.recovery import RecoveryConfig
+    from bytewax.recovery import RecoveryConfig, init_db_dir
 
-    return RecoveryConfig(Path(args.recovery_dir))
+    path = Path(args.recovery_dir)
+    if args.process_id in (None, 0) and not any(path.glob("*.sqlite3")):
+        path.mkdir(parents=True, exist_ok=True)
+        init_db_dir(path, max(1, workers))
+        log.info("recovery partitions created: %s", {"dir": str(path), "partitions": workers})
+    return RecoveryConfig(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("race dataflow starting: %s", {"workers": workers if args.threads else 1,
                                                 "process": args.process_id})
         cli_main(flow, workers_per_process=workers if args.threads else 1,
-                 process_id=args.process_id, addresses=procs, recovery_config=_recovery(args))
+                 process_id=args.process_id, addresses=procs, recovery_config=_recovery(args, workers))
         return 0
     return _run_cluster(args, workers)
 
@@ -103,6 +112,7 @@ def _run_cluster(args: argparse.Namespace, workers: int) -> int:
     """Spawn ``workers`` processes that form one Bytewax cluster; stop them together."""
     from infra.services import free_port
 
+    _recovery(args, workers)  # create the partitions once, before the processes start
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(workers))
     base = [sys.executable, "-m", "infra.cli", "flow", "race", "--workers", str(workers),
             "--addresses", addresses]

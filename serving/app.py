@@ -105,7 +105,10 @@ def create_app(settings: Settings, options: ServingOptions | None = None) -> Fas
             await client.aclose()
             log.info("serving stopped")
 
+    offline_docs = _swagger_assets()
     app = FastAPI(
+        docs_url=None if offline_docs else "/docs",
+        redoc_url=None if offline_docs else "/redoc",
         title="racewire",
         summary="Live Formula 1 race intelligence: REST for state, Server-Sent Events for change.",
         version="0.1.0",
@@ -139,10 +142,37 @@ def create_app(settings: Settings, options: ServingOptions | None = None) -> Fas
         return JSONResponse({"detail": f"Redis is unavailable ({exc}); retry shortly"}, status_code=503,
                             headers={"Retry-After": "2"})
 
+    if offline_docs:
+        _serve_docs_offline(app, offline_docs)
     app.include_router(api_router)
     app.include_router(root_router)
     app.mount("/", StaticFiles(directory=static_dir(), html=True), name="static")
     return app
+
+
+def _swagger_assets() -> Path | None:
+    """Swagger UI's files from the ``swagger-ui-bundle`` package, when installed: /docs then loads
+    nothing from outside this server (FastAPI's default pages load it from a CDN)."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    path = Path(swagger_ui_bundle.swagger_ui_path)
+    return path if (path / "swagger-ui-bundle.js").is_file() else None
+
+
+def _serve_docs_offline(app: FastAPI, assets: Path) -> None:
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    app.mount("/docs-static", StaticFiles(directory=assets), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="racewire API",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css",
+                                   swagger_favicon_url="/docs-static/favicon-32x32.png")
 
 
 def _redacted(url: str) -> str:

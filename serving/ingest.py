@@ -254,8 +254,11 @@ class KafkaIngest:
 
     def close(self) -> None:
         self._stop.set()
-        self.producer.flush(5)
         self._poller.join(2)
+        self.producer.flush(5)
+        close = getattr(self.producer, "close", None)  # confluent-kafka >= 2.x: stop its threads now
+        if close is not None:
+            close()
 
 
 def _resolve(fut: asyncio.Future[dict[str, Any]], result: dict[str, Any]) -> None:

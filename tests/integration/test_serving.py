@@ -227,6 +227,16 @@ def test_openapi_documents_every_endpoint(http: httpx.Client) -> None:
         assert p in paths, p
 
 
+def test_page_and_docs_load_nothing_external(http: httpx.Client) -> None:
+    page = http.get("/")
+    assert page.status_code == 200 and "racewire" in page.text
+    assert http.get("/app.js").status_code == 200 and http.get("/app.css").status_code == 200
+    pytest.importorskip("swagger_ui_bundle", reason="swagger-ui-bundle not installed: /docs uses FastAPI's CDN")
+    docs = http.get("/docs").text
+    assert "/docs-static/swagger-ui-bundle.js" in docs and "cdn." not in docs
+    assert http.get("/docs-static/swagger-ui-bundle.js").status_code == 200
+
+
 def test_rate_limit_per_client(redis_url: str) -> None:
     app = create_app(_settings(redis_url), replace(FAST, rate_limit_per_s=1, rate_limit_burst=3))
     with serve_in_thread(app) as url, httpx.Client(base_url=url) as http:

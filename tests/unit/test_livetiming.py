@@ -1,0 +1,299 @@
+"""Live-timing capture → racewire input records (pure), on small synthetic feed snippets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.model import Control, ControlKind, Lap, Session, TrackStatus
+from simulator.livetiming import (
+    FeedMessage,
+    LiveTimingError,
+    convert,
+    decode_z,
+    in_arrival_order,
+    load_capture,
+    merge,
+    parse_archive_lines,
+    parse_recording,
+    time_ms,
+)
+from simulator.report import build_report
+
+T0 = 1_700_000_000_000  # unix ms of the start
+
+
+def _line(ms: int, topic: str, data: Any) -> str:
+    return f"{(T0 + ms) * 1_000_000 + 123}:{topic}:{json.dumps(data)}"
+
+
+def _td(number: str, **fields: Any) -> dict[str, Any]:
+    return {"Lines": {number: fields}}
+
+
+INIT = {
+    "SessionInfo": {"Meeting": {"Name": "Test Grand Prix", "Circuit": {"ShortName": "Testring"}},
+                    "Name": "Sprint", "StartDate": "2023-11-13T14:00:00", "GmtOffset": "-03:00:00"},
+    "DriverList": {
+        "1": {"RacingNumber": "1", "Tla": "AAA", "FirstName": "Al", "LastName": "Alpha",
+              "FullName": "Al ALPHA", "TeamName": "Red", "TeamColour": "FF0000"},
+        "2": {"RacingNumber": "2", "Tla": "BBB", "FullName": "Bo BETA", "TeamName": "Blue",
+              "TeamColour": "0000FF"},
+        "3": {"RacingNumber": "3", "Tla": "CCC", "TeamName": "Green"},  # missing fields
+    },
+    "SessionStatus": {"Status": "Inactive"},
+    "TrackStatus": {"Status": "1", "Message": "AllClear"},
+    "LapCount": {"CurrentLap": 1, "TotalLaps": 3},
+    "TimingAppData": {"Lines": {
+        "1": {"GridPos": "2", "Stints": [{"Compound": "MEDIUM", "TotalLaps": 0, "New": "true"}]},
+        "2": {"GridPos": "1", "Stints": [{"Compound": "SOFT", "TotalLaps": 2, "New": "false"}]},
+        "3": {"GridPos": "3", "Stints": [{"Compound": "HARD", "TotalLaps": 0, "New": "true"}]},
+    }},
+    "RaceControlMessages": {"Messages": [{"Utc": "x", "Message": "PRE-RACE NOTE"}]},
+    "TimingData": {"Lines": {
+        n: {"Position": p, "NumberOfLaps": 0, "InPit": False, "Retired": False, "Stopped": False,
+            "Sectors": [{"Value": ""}, {"Value": ""}, {"Value": ""}], "LastLapTime": {"Value": ""}}
+        for n, p in (("1", "2"), ("2", "1"), ("3", "3"))}},
+}
+
+
+def race_lines() -> list[str]:
+    """A 3-lap race: car 2 wins, car 1 pits on lap 2 (SOFT → HARD), car 3 retires on lap 2."""
+    return [
+        _line(-60_000, "init", INIT),
+        _line(0, "SessionStatus", {"Status": "Started"}),
+        _line(80_000, "TimingData", _td("2", NumberOfLaps=1, Sectors={"2": {"Value": "30.000"}})),
+        _line(81_000, "TimingData", _td("1", NumberOfLaps=1, Sectors={"2": {"Value": "30.500"}})),
+        _line(82_000, "TimingData", _td("3", NumberOfLaps=1, Sectors={"2": {"Value": "31.000"}})),
+        _line(90_000, "TimingData", _td("2", Sectors={"0": {"Value": "25.100"}})),
+        _line(100_000, "TrackStatus", {"Status": "6", "Message": "VSCDeployed"}),
+        _line(110_000, "TrackStatus", {"Status": "1", "Message": "AllClear"}),
+        _line(120_000, "TimingData", _td("3", Stopped=True)),
+        _line(140_000, "TimingData", _td("1", InPit=True)),
+        _line(160_000, "TimingData", _td("2", NumberOfLaps=2, LastLapTime={"Value": "1:20.000"},
+                                           Sectors={"1": {"Value": "25.000"}, "2": {"Value": "29.900"}})),
+        _line(166_000, "TimingData", _td("1", NumberOfLaps=2)),
+        _line(167_000, "TimingData", _td("1", LastLapTime={"Value": "1:25.000"})),  # late lap time
+        _line(170_000, "TimingAppData", {"Lines": {"1": {"Stints": {"1": {"Compound": "HARD", "TotalLaps": 0}}}}}),
+        _line(186_000, "TimingData", _td("1", InPit=False, PitOut=True)),
+        _line(200_000, "RaceControlMessages", {"Messages": {"1": {
+            "Lap": 3, "Category": "Other",
+            "Message": "CAR 2 (BBB) TIME 1:20.000 DELETED - TRACK LIMITS AT TURN 4 LAP 2 14:02:40"}}}),
+        _line(205_000, "RaceControlMessages", {"Messages": {"2": {
+            "Lap": 3, "Category": "Other", "Message": "FIA STEWARDS: 5 SECOND TIME PENALTY FOR CAR 1 (AAA)"}}}),
+        _line(238_000, "TimingData", _td("2", NumberOfLaps=3, LastLapTime={"Value": "1:18.000"})),
+        _line(238_500, "RaceControlMessages", {"Messages": {"3": {
+            "Lap": 3, "Category": "Flag", "Flag": "CHEQUERED", "Message": "CHEQUERED FLAG"}}}),
+        _line(255_000, "TimingData", _td("1", NumberOfLaps=3, LastLapTime={"Value": "1:29.000"})),
+        _line(256_000, "SessionStatus", {"Status": "Finished"}),
+        _line(300_000, "TimingData", _td("2", Stopped=True)),  # parked after the flag: not a retirement
+    ]
+
+
+def _convert(lines: list[str], race_id: str = "r") -> list[Any]:
+    return list(convert(parse_recording(lines), race_id).records())
+
+
+# ------------------------------------------------------------------------------ merging
+
+
+def test_merge_dicts_recursively_and_lists_by_index() -> None:
+    state = merge(None, {"Lines": {"1": {"Sectors": [{"Value": "1"}, {"Value": "2"}], "X": 1}}})
+    state = merge(state, {"Lines": {"1": {"Sectors": {"1": {"Value": "9"}, "3": {"Value": "4"}}}}})
+    assert state["Lines"]["1"]["Sectors"] == [{"Value": "1"}, {"Value": "9"}, None, {"Value": "4"}]
+    state = merge(state, {"Lines": {"1": {"X": 2}, "2": {"Y": True}}, "_kf": True})
+    assert state == {"Lines": {"1": {"Sectors": [{"Value": "1"}, {"Value": "9"}, None, {"Value": "4"}],
+                                     "X": 2}, "2": {"Y": True}}}
+
+
+def test_merge_deleted_keys_and_indices() -> None:
+    state = merge(None, {"Best": {"Value": "1:00.000", "Lap": 4}, "L": [1, 2, 3]})
+    state = merge(state, {"Best": {"Value": "", "_deleted": ["Lap"]}, "L": {"_deleted": ["0"]}})
+    assert state == {"Best": {"Value": ""}, "L": [2, 3]}
+
+
+def test_merge_list_value_replaces_and_is_a_copy() -> None:
+    delta = {"Stints": [{"Compound": "SOFT"}]}
+    state = merge({"Stints": [{"Compound": "HARD"}, {"Compound": "HARD"}]}, delta)
+    assert state == {"Stints": [{"Compound": "SOFT"}]}
+    state["Stints"][0]["Compound"] = "X"
+    assert delta["Stints"][0]["Compound"] == "SOFT"
+
+
+def test_decode_z_topics() -> None:
+    payload = {"Entries": [{"Cars": {"1": {"Channels": {"2": 300}}}}]}
+    deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    blob = base64.b64encode(deflate.compress(json.dumps(payload).encode()) + deflate.flush()).decode()
+    assert decode_z(blob) == payload
+    [m] = parse_recording([f"1000000:CarData.z:{json.dumps(blob)}"])
+    assert (m.topic, m.data, m.ts_ms) == ("CarData", payload, 1)
+
+
+def test_time_parsing() -> None:
+    assert time_ms("1:12.366") == 72_366
+    assert time_ms("59.9") == 59_900
+    assert time_ms("") is None and time_ms(None) is None and time_ms("LAP 1") is None
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def test_parse_recording_splits_init_and_skips_bad_lines() -> None:
+    msgs = parse_recording(["\ufeff" + _line(0, "init", {"A": {"x": 1}, "B": {}}), "garbage",
+                            _line(5, "A", {"x": 2}), "", "12:A:{not json"])
+    assert [(m.topic, m.full, m.ts_ms - T0) for m in msgs] == [("A", True, 0), ("B", True, 0), ("A", False, 5)]
+
+
+def test_parse_archive_lines_with_bom() -> None:
+    msgs = parse_archive_lines("LapCount", ["\ufeff00:00:02.024{\"CurrentLap\":1,\"TotalLaps\":51}",
+                                            "01:10:10.5{\"CurrentLap\":2}", "junk"])
+    assert [(m.ts_ms, m.data) for m in msgs] == [(2_024, {"CurrentLap": 1, "TotalLaps": 51}),
+                                                 (4_210_500, {"CurrentLap": 2})]
+
+
+def test_arrival_order_and_duplicates() -> None:
+    a = FeedMessage(10, "T", {"x": 1}, 0)
+    b = FeedMessage(5, "T", {"x": 2}, 1)
+    dup = FeedMessage(11, "T", {"x": 1}, 2)
+    later = FeedMessage(10_000, "T", {"x": 1}, 3)
+    assert in_arrival_order([a, b, dup, later]) == [b, a, later]
+
+
+# ------------------------------------------------------------------------------ converting
+
+
+def test_session_from_driver_list_grid_and_lap_count() -> None:
+    session = _convert(race_lines())[0]
+    assert isinstance(session, Session)
+    assert session.name == "Test Grand Prix Sprint" and session.circuit == "Testring"
+    assert session.total_laps == 3 and session.grid == [2, 1, 3]
+    assert [(d.code, d.name, d.team, d.team_colour) for d in session.drivers] == [
+        ("BBB", "Bo BETA", "Blue", "0000FF"), ("AAA", "Al Alpha", "Red", "FF0000"),
+        ("CCC", "CCC", "Green", "888888")]
+    assert session.start_time.timestamp() == T0 / 1000 and session.source == "livetiming"
+
+
+def test_laps_crossings_times_sectors_pits_tyres() -> None:
+    records = _convert(race_lines())
+    laps = {(r.driver_number, r.lap): r for r in records if isinstance(r, Lap)}
+    assert sorted(laps) == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (3, 1)]
+    a1, a2, a3 = laps[1, 1], laps[1, 2], laps[1, 3]
+    assert (a1.crossing_ms, a1.lap_time_ms, a1.sector3_ms) == (81_000, 81_000, 30_500)  # lap 1: from the start
+    assert (a2.crossing_ms, a2.lap_time_ms) == (166_000, 85_000)  # LastLapTime came a second later
+    assert a2.pit_in and not a2.pit_out and a2.pit_lane_ms == 46_000
+    assert a3.pit_out and not a3.pit_in and (a3.compound, a3.tyre_age) == ("HARD", 0)
+    assert (a1.compound, a1.event_id) == ("MEDIUM", "r:lap:1:1")
+    b2 = laps[2, 2]
+    assert (b2.lap_time_ms, b2.sector1_ms, b2.sector2_ms, b2.sector3_ms) == (80_000, 25_100, 25_000, 29_900)
+    assert b2.deleted and not laps[2, 3].deleted  # deleted by race control after the lap
+    assert b2.track_status is TrackStatus.VSC and laps[2, 1].track_status is TrackStatus.GREEN
+    assert (laps[2, 1].compound, laps[2, 1].tyre_age) == ("SOFT", 2)
+
+
+def test_controls_retirement_flag_messages() -> None:
+    records = _convert(race_lines())
+    controls = [r for r in records if isinstance(r, Control)]
+    kinds = [(c.kind, c.ts_ms, c.driver_number, c.lap) for c in controls]
+    assert kinds[0] == (ControlKind.RACE_START, 0, None, 1)
+    assert (ControlKind.TRACK_STATUS, 100_000, None, 2) in kinds
+    assert [c.track_status for c in controls if c.kind is ControlKind.TRACK_STATUS] == [TrackStatus.VSC,
+                                                                                       TrackStatus.GREEN]
+    assert (ControlKind.RETIREMENT, 120_000, 3, 2) in kinds  # stopped on lap 2, 1 lap completed
+    assert (ControlKind.CHEQUERED_FLAG, 238_000, None, 3) in kinds  # the leader's final crossing
+    assert not any(k == ControlKind.RETIREMENT and n == 2 for k, _t, n, _l in kinds)
+    penalty = next(c for c in controls if c.kind is ControlKind.PENALTY)
+    assert penalty.driver_number == 1 and "5 SECOND" in penalty.message
+    assert not any("PRE-RACE" in c.message for c in controls)  # before the start
+    ids = [r.event_id for r in records]
+    assert len(ids) == len(set(ids))
+    times = [getattr(r, "crossing_ms", getattr(r, "ts_ms", 0)) for r in records[1:]]
+    assert times == sorted(times)
+    assert _convert(race_lines()) == records  # stable
+
+
+def test_duplicated_and_out_of_order_deltas_change_nothing() -> None:
+    lines = race_lines()
+    noisy = lines + lines[4:9] + [lines[2]]  # resent messages (some long after)
+    random.Random(7).shuffle(noisy)
+    noisy.remove(lines[0])
+    noisy.insert(0, lines[0])
+    assert _convert(noisy) == _convert(lines)
+    # a stale delta arriving later (laps 1 after 2) takes nothing back
+    stale = [*lines[:12], _line(166_500, "TimingData", _td("1", NumberOfLaps=1)), *lines[12:]]
+    assert [r for r in _convert(stale) if isinstance(r, Lap)] == [r for r in _convert(lines) if isinstance(r, Lap)]
+
+
+def test_missed_increment_and_missing_lap_count() -> None:
+    lines = [line for line in race_lines() if ":LapCount:" not in line]
+    init = json.loads(lines[0].split(":", 2)[2])
+    del init["LapCount"]
+    lines[0] = _line(-60_000, "init", init)
+    lines = [line for line in lines if '"1": {"NumberOfLaps": 2}' not in line]  # car 1 lap 2 lost
+    records = _convert(lines)
+    assert records[0].total_laps == 3  # the most laps completed
+    a = [r for r in records if isinstance(r, Lap) and r.driver_number == 1]
+    assert [x.lap for x in a] == [1, 2, 3]
+    assert a[1].lap_time_ms is None and a[1].crossing_ms < a[2].crossing_ms
+
+
+def test_late_capture_catches_up_earlier_laps() -> None:
+    init = json.loads(json.dumps(INIT))
+    init["SessionStatus"] = {"Status": "Started"}
+    init["SessionData"] = {"StatusSeries": [{"Utc": "2023-11-14T22:13:20Z", "SessionStatus": "Started"}]}
+    for n, done in (("1", 2), ("2", 2), ("3", 1)):
+        init["TimingData"]["Lines"][n]["NumberOfLaps"] = done
+    start = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+    lines = [f"{(start + 200_000) * 1_000_000}:init:{json.dumps(init)}",
+             f"{(start + 238_000) * 1_000_000}:TimingData:{json.dumps(_td('2', NumberOfLaps=3))}",
+             f"{(start + 255_000) * 1_000_000}:TimingData:{json.dumps(_td('1', NumberOfLaps=3))}"]
+    records = _convert(lines)
+    laps = [r for r in records if isinstance(r, Lap)]
+    by_car = {n: [x.lap for x in laps if x.driver_number == n] for n in (1, 2, 3)}
+    assert by_car == {1: [1, 2, 3], 2: [1, 2, 3], 3: [1]}
+    caught = [x for x in laps if x.lap < 3]
+    assert all(x.lap_time_ms is None and 0 < x.crossing_ms < 200_000 for x in caught)
+    b = [x for x in laps if x.driver_number == 2]
+    assert b[2].crossing_ms == 238_000 and b[2].lap_time_ms == 238_000 - b[1].crossing_ms
+
+
+def test_batched_crossings_follow_positions() -> None:
+    lines = [*race_lines()[:2],
+             _line(80_000, "TimingData", {"Lines": {"1": {"NumberOfLaps": 1, "Position": "2"},
+                                                    "2": {"NumberOfLaps": 1, "Position": "1"}}})]
+    laps = [r for r in _convert(lines) if isinstance(r, Lap)]
+    assert [(x.driver_number, x.crossing_ms) for x in laps] == [(2, 80_000), (1, 80_001)]
+
+
+def test_no_start_in_capture_starts_with_timing() -> None:
+    lines = [line for line in race_lines() if ":SessionStatus:" not in line]
+    records = _convert(lines)
+    first = min(r.crossing_ms for r in records if isinstance(r, Lap))
+    assert first == 0  # the race clock starts at the first timing delta (car 2's lap 1 at 80 s)
+
+
+def test_empty_capture_is_an_error() -> None:
+    with pytest.raises(LiveTimingError):
+        convert(parse_recording([_line(0, "init", {"SessionStatus": {"Status": "Inactive"}})]), "r")
+
+
+def test_archive_folder(tmp_path: Path) -> None:
+    def stream(name: str, rows: list[tuple[int, Any]]) -> None:
+        text = "".join(f"00:{ms // 60_000:02d}:{ms % 60_000 / 1000:06.3f}{json.dumps(d)}\r\n" for ms, d in rows)
+        (tmp_path / f"{name}.jsonStream").write_text("\ufeff" + text, encoding="utf-8")
+
+    stream("DriverList", [(0, INIT["DriverList"])])
+    stream("SessionStatus", [(1_000, {"Status": "Inactive"}), (10_000, {"Status": "Started"})])
+    stream("LapCount", [(2_000, {"CurrentLap": 1, "TotalLaps": 1})])
+    stream("TimingData", [(3_000, INIT["TimingData"]), (95_000, _td("2", NumberOfLaps=1)),
+                          (96_000, _td("1", NumberOfLaps=1)), (97_000, _td("3", NumberOfLaps=1))])
+    race = load_capture(tmp_path, "arch")
+    assert race.session.total_laps == 1
+    assert [(x.driver_number, x.crossing_ms) for x in race.laps] == [(2, 85_000), (1, 86_000), (3, 87_000)]
+    report = build_report("arch", race.codes(), {}, {1: [2, 1, 3]}, [])
+    assert report["laps"] == {"1": ["BBB", "AAA", "CCC"]}

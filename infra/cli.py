@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("infra.bench", "Benchmarks that print JSON (pipeline, ...)."),
     "replay": ("simulator.replay", "Replay a real race from a lap table through the pipeline."),
     "verify": ("simulator.verify", "Compare a replay report with official results."),
+    "livetiming": ("simulator.livetiming", "Replay a live-timing feed capture through the pipeline."),
 }
 
 

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -32,8 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most telemetry-driven leaderboard snapshots per second per race")
     parser.add_argument("--no-redis", action="store_true", help="write only to the Kafka output topics")
     parser.add_argument("--recovery-dir", default=None, help="enable Bytewax recovery with this directory")
-    parser.add_argument("--process-id", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--addresses", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--addresses", default=None,
+                        help="host:port of every process of a multi-machine cluster, ';'-separated "
+                             "(env RACEWIRE_FLOW_ADDRESSES; e.g. the pods of a StatefulSet)")
+    parser.add_argument("--process-id", type=int, default=None,
+                        help="this process's index in --addresses (default: the ordinal at the end of "
+                             "the host name, as in a StatefulSet pod 'racewire-flow-2')")
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,7 +90,7 @@ def _recovery(args: argparse.Namespace, workers: int) -> Any:
     from bytewax.recovery import RecoveryConfig, init_db_dir
 
     path = Path(args.recovery_dir)
-    if args.process_id in (None, 0) and not any(path.glob("*.sqlite3")):
+    if not any(path.glob("*.sqlite3")):
         path.mkdir(parents=True, exist_ok=True)
         init_db_dir(path, max(1, workers))
         log.info("recovery partitions created: %s", {"dir": str(path), "partitions": workers})
@@ -97,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
 
     s = _config(args)["settings"]
     workers = s.workers
+    args.addresses = args.addresses or s.flow_addresses
+    if args.addresses is not None and args.process_id is None:
+        args.process_id = _ordinal(socket.gethostname())
     if args.addresses is not None or args.threads or workers == 1:
         flow = build(args)
         procs = args.addresses.split(";") if args.addresses else None
@@ -106,6 +114,15 @@ def run(args: argparse.Namespace) -> int:
                  process_id=args.process_id, addresses=procs, recovery_config=_recovery(args, workers))
         return 0
     return _run_cluster(args, workers)
+
+
+def _ordinal(hostname: str) -> int:
+    """The ordinal of a StatefulSet pod name: ``racewire-flow-2`` → 2."""
+    tail = hostname.rsplit("-", 1)[-1]
+    if not tail.isdigit():
+        raise SystemExit(f"racewire flow: cannot tell this process's index from host name {hostname!r}; "
+                         "pass --process-id")
+    return int(tail)
 
 
 def _run_cluster(args: argparse.Namespace, workers: int) -> int:

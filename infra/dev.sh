@@ -30,10 +30,28 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   touch "$stamp"
 fi
 
+# System packages the tests use when present: Debian's docker-compose (validates
+# docker-compose.yml offline) and chromium (the browser test; never a downloaded browser).
+# Installed in CI, or anywhere with RACEWIRE_INSTALL_SYSTEM_DEPS=1, when apt-get can be used.
+install_system_deps() {
+  local missing=()
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+  ((${#missing[@]})) || return 0
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${missing[*]} (Debian packages) ..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >&2 ||
+      echo "could not install ${missing[*]}; the tests that need them will be skipped" >&2
+  else
+    echo "missing ${missing[*]}; the tests that need them will be skipped" >&2
+  fi
+}
+
 cmd=${1:-up}
 shift || true
 case "$cmd" in
   test)
+    if [[ ${CI:-} == true || ${RACEWIRE_INSTALL_SYSTEM_DEPS:-} == 1 ]]; then install_system_deps; fi
     .venv/bin/ruff check .
     .venv/bin/mypy
     exec .venv/bin/python -m pytest "$@"

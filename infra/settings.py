@@ -34,6 +34,9 @@ class Settings(BaseSettings):
 
     # dataflow
     workers: int = Field(1, ge=1, description="Bytewax workers for `racewire flow race`")
+    flow_addresses: str | None = Field(
+        None, description="host:port of every dataflow process of a multi-machine cluster, ';'-separated"
+    )
     leaderboard_max_rate_hz: float = Field(
         4.0, gt=0, description="most telemetry-driven leaderboard snapshots per second per race"
     )

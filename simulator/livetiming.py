@@ -32,6 +32,10 @@ harmless.
 - one ``Session`` (``DriverList``, total laps, grid from ``TimingAppData`` ``GridPos`` or the
   first ``TimingData`` positions).
 
+Car telemetry (``CarData.z`` / ``Position.z``) is decoded and merged into the state but not yet
+turned into ``Telemetry`` records (no recording here carries it; progress on the lap would need
+a track outline): the dataflow orders cars from the timing line alone.
+
 A capture that joins a session late (cars already on lap k) gets laps 1..k as catch-up records
 with estimated crossings (spread between the start and the first message) and no lap time, so
 the dataflow's lap sequence stays whole. Event ids depend only on facts (car, lap, message

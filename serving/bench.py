@@ -41,6 +41,8 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=30.0, help="seconds of race written while clients listen")
     p.add_argument("--speed", type=float, default=1.0, help="race replay speed (1 = real time)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--start", type=float, default=85.0,
+                   help="race time (s) the clients join at (default 85: the first lap completions follow)")
     p.add_argument("--queue", type=int, default=None, help="server's per-client queue (default: its default)")
     p.add_argument("--budget", type=float, default=None,
                    help="server's fan-out budget (deliveries/s; 0 = never thin telemetry-only leaderboards)")
@@ -239,8 +241,10 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
     from serving.store import StreamId
 
     race_id = f"bench-sse-{uuid.uuid4().hex[:6]}"
-    session, outputs = race_outputs(race_id, args.seed, laps=max(3, int(args.duration * args.speed / 80) + 2))
-    first = next(i for i, o in enumerate(outputs) if isinstance(o.item, BoardUpdate))
+    laps = max(3, int((args.start + args.duration * args.speed) / 80) + 2)
+    session, outputs = race_outputs(race_id, args.seed, laps=laps)
+    first = next(i for i, o in enumerate(outputs)
+                 if isinstance(o.item, BoardUpdate) and o.ts_ms >= args.start * 1000)
     writer = RedisWriter(redis_url)
     write_session(writer, session)
     writer.write([o.item for o in outputs[: first + 1]])
@@ -374,6 +378,7 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
         "benchmark": "sse", "mode": "full" if args.full else "delta", "clients": args.clients,
         "connected": connected, "failed_connects": failed_connects,
         "connect_s": round(connect_s, 1), "duration_s": round(write_s, 1), "speed": args.speed,
+        "race_start_s": args.start,
         "leaderboards_written": stats["boards"], "events_written": stats["events"],
         "leaderboards_per_client": round(sum(1 for c, skip in zip(clients, baseline, strict=True)
                                              for k in c.keys[skip:] if k < 0) / max(1, connected), 1),

@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0: never thin)")
     parser.add_argument("--backlog", type=int, default=4096, help="listen backlog (many clients connecting at once)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--forwarded-allow-ips", default=None,
+                        help="proxies whose X-Forwarded-For is trusted for the client address (rate limits are "
+                             "per client): comma-separated IPs/networks or '*' (default FORWARDED_ALLOW_IPS or "
+                             "127.0.0.1)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -104,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     log.info("serving on http://%s:%d", args.host, settings.http_port)
     config = uvicorn.Config(app, host=args.host, port=settings.http_port,
                             log_level=logging.getLogger().getEffectiveLevel(), access_log=args.access_log,
-                            backlog=args.backlog, timeout_graceful_shutdown=5, timeout_keep_alive=30)
+                            backlog=args.backlog, timeout_graceful_shutdown=5, timeout_keep_alive=30,
+                            proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips)
     Server(config).run()
     return 0
 

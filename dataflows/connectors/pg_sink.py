@@ -1,0 +1,273 @@
+"""PostgreSQL edge: the race's history, written idempotently (schema: ``infra/migrations``).
+
+What each race-flow output becomes (every write is an upsert on the table's primary key, so
+replays after a restart, duplicate deliveries and writing the same batch twice leave every row
+exactly once):
+
+- :class:`SessionDoc` (or a bare :class:`Session`) → ``races`` (metadata) and ``drivers``.
+- :class:`DriverUpdate` (the per-driver step's output) or a bare :class:`Lap` → ``laps``; then the
+  position at the line and the gap to the first car of each lap touched are recomputed from the
+  crossing times, under a per-race transaction lock, so workers writing the same race concurrently
+  cannot leave them stale. (The position equals :class:`LapChart`'s order; charts themselves are
+  not needed here and are ignored.)
+- :class:`RaceEvent` → ``events`` (``payload`` = the whole event as JSON).
+- :class:`Stint` → ``stints``.
+- :class:`BoardUpdate` / :class:`Leaderboard` → ``races`` status, lap and winner (newer version
+  wins), and, for timing-line snapshots, ``standings``: a snapshot in which every running car has
+  completed lap N (finished cars count as having completed every lap) is the tower at lap N; the
+  latest version per lap is kept.
+
+Anything else (commentary, rejections, lap charts) is ignored, so the sink can take the same
+stream as the Redis sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from psycopg.types.json import Jsonb
+
+from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc, race_summary
+from dataflows.race.driver import DriverUpdate
+from schemas.model import CarStatus, Lap, Leaderboard, RaceEvent, Session, Stint
+
+_UPSERT_RACE = """
+INSERT INTO races (race_id, name, circuit, total_laps, track_length_m, start_time, pit_loss_ms,
+                   source, grid)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (race_id) DO UPDATE SET
+    name = EXCLUDED.name, circuit = EXCLUDED.circuit, total_laps = EXCLUDED.total_laps,
+    track_length_m = EXCLUDED.track_length_m, start_time = EXCLUDED.start_time,
+    pit_loss_ms = EXCLUDED.pit_loss_ms, source = EXCLUDED.source, grid = EXCLUDED.grid,
+    updated_at = now()
+WHERE (races.name, races.circuit, races.total_laps, races.track_length_m, races.start_time,
+       races.pit_loss_ms, races.source, races.grid)
+      IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.circuit, EXCLUDED.total_laps, EXCLUDED.track_length_m,
+                        EXCLUDED.start_time, EXCLUDED.pit_loss_ms, EXCLUDED.source, EXCLUDED.grid)
+"""
+
+_UPSERT_DRIVER = """
+INSERT INTO drivers (race_id, driver_number, code, name, team, team_colour, grid_position)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (race_id, driver_number) DO UPDATE SET
+    code = EXCLUDED.code, name = EXCLUDED.name, team = EXCLUDED.team,
+    team_colour = EXCLUDED.team_colour, grid_position = EXCLUDED.grid_position
+WHERE (drivers.code, drivers.name, drivers.team, drivers.team_colour, drivers.grid_position)
+      IS DISTINCT FROM (EXCLUDED.code, EXCLUDED.name, EXCLUDED.team, EXCLUDED.team_colour, EXCLUDED.grid_position)
+"""
+
+_LAP_COLUMNS = ("race_id", "driver_number", "lap", "event_id", "lap_time_ms", "sector1_ms", "sector2_ms",
+                "sector3_ms", "crossing_ms", "compound", "tyre_age", "pit_in", "pit_out", "pit_lane_ms",
+                "track_status", "deleted", "personal_best", "stint")
+_UPSERT_LAP = f"""
+INSERT INTO laps ({", ".join(_LAP_COLUMNS)})
+VALUES ({", ".join(["%s"] * len(_LAP_COLUMNS))})
+ON CONFLICT (race_id, driver_number, lap) DO UPDATE SET
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in _LAP_COLUMNS[3:])}
+WHERE ({", ".join(f"laps.{c}" for c in _LAP_COLUMNS[3:])})
+      IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _LAP_COLUMNS[3:])})
+"""
+
+# position at the line and gap to the first car, for the given laps of one race
+_RANK_LAPS = """
+UPDATE laps AS l SET position = r.position, gap_ms = r.gap_ms
+FROM (
+    SELECT driver_number, lap,
+           row_number() OVER (PARTITION BY lap ORDER BY crossing_ms, driver_number) AS position,
+           crossing_ms - min(crossing_ms) OVER (PARTITION BY lap) AS gap_ms
+    FROM laps WHERE race_id = %(race_id)s AND lap = ANY(%(laps)s)
+) AS r
+WHERE l.race_id = %(race_id)s AND l.lap = r.lap AND l.driver_number = r.driver_number
+  AND (l.position IS DISTINCT FROM r.position OR l.gap_ms IS DISTINCT FROM r.gap_ms)
+"""
+
+_UPSERT_EVENT = """
+INSERT INTO events (race_id, event_id, type, lap, ts_ms, driver_number, other_driver_number, payload)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (race_id, event_id) DO UPDATE SET
+    type = EXCLUDED.type, lap = EXCLUDED.lap, ts_ms = EXCLUDED.ts_ms,
+    driver_number = EXCLUDED.driver_number, other_driver_number = EXCLUDED.other_driver_number,
+    payload = EXCLUDED.payload
+WHERE events.payload IS DISTINCT FROM EXCLUDED.payload
+"""
+
+_UPSERT_STINT = """
+INSERT INTO stints (race_id, driver_number, stint, compound, start_lap, end_lap, length, open, payload)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (race_id, driver_number, stint) DO UPDATE SET
+    compound = EXCLUDED.compound, start_lap = EXCLUDED.start_lap, end_lap = EXCLUDED.end_lap,
+    length = EXCLUDED.length, open = EXCLUDED.open, payload = EXCLUDED.payload
+WHERE stints.payload IS DISTINCT FROM EXCLUDED.payload
+"""
+
+# a race's status from its latest snapshot; creates the row when the session is not stored yet
+_UPSERT_RACE_STATUS = """
+INSERT INTO races (race_id, total_laps, status, lap, track_status, winner, board_version)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (race_id) DO UPDATE SET
+    status = EXCLUDED.status, lap = EXCLUDED.lap, track_status = EXCLUDED.track_status,
+    winner = EXCLUDED.winner, board_version = EXCLUDED.board_version, updated_at = now()
+WHERE races.board_version < EXCLUDED.board_version
+"""
+
+_UPSERT_STANDINGS = """
+INSERT INTO standings (race_id, lap, version, ts_ms, track_status, rows)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (race_id, lap) DO UPDATE SET
+    version = EXCLUDED.version, ts_ms = EXCLUDED.ts_ms, track_status = EXCLUDED.track_status,
+    rows = EXCLUDED.rows
+WHERE standings.version < EXCLUDED.version
+"""
+
+_RUNNING = (CarStatus.RUNNING, CarStatus.PIT)
+
+
+def standings_lap(board: Leaderboard) -> int | None:
+    """The lap whose end ``board`` shows: the fewest laps completed by a running car (finished
+    cars have completed every lap; retired ones are ignored). None before lap 1 and for
+    snapshots that are not from the timing line.
+
+    >>> from schemas.model import LeaderboardRow, TrackStatus
+    >>> row = lambda n, laps, st: LeaderboardRow(n, n, "X", "T", "fff", laps, laps, st, n)
+    >>> b = Leaderboard("r", 3, 0, 5, 50, TrackStatus.GREEN, False, False,
+    ...                 [row(1, 5, CarStatus.RUNNING), row(2, 4, CarStatus.PIT), row(3, 1, CarStatus.RETIRED)])
+    >>> standings_lap(b)
+    4
+    """
+    if board.reason != "timing" or not board.rows:
+        return None
+    running = [r.laps for r in board.rows if r.status in _RUNNING]
+    # when every car has finished or retired, the tower is final at the leader's lap
+    lap = min(running) if running else max(r.laps for r in board.rows)
+    return lap if lap >= 1 else None
+
+
+def _board_of(item: Any) -> Leaderboard | None:
+    if isinstance(item, BoardUpdate):
+        return item.board
+    if isinstance(item, Leaderboard):
+        return item
+    return None
+
+
+def _lap_row(lap: Lap, update: DriverUpdate | None) -> tuple[Any, ...]:
+    return (lap.race_id, lap.driver_number, lap.lap, lap.event_id, lap.lap_time_ms, lap.sector1_ms,
+            lap.sector2_ms, lap.sector3_ms, lap.crossing_ms,
+            update.compound if update is not None else lap.compound,
+            update.tyre_age if update is not None else lap.tyre_age,
+            lap.pit_in, lap.pit_out, lap.pit_lane_ms, str(lap.track_status), lap.deleted,
+            update.personal_best if update is not None else None,
+            update.stint if update is not None else None)
+
+
+class PgWriter:
+    """Writes race-flow outputs to PostgreSQL, one transaction per :meth:`write` (idempotent).
+    Usable outside Bytewax (tools, tests, loaders). The schema must exist: see
+    :func:`infra.migrate.migrate`."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self.conn: psycopg.Connection[Any] = psycopg.connect(conninfo)
+
+    def write(self, items: Iterable[Any]) -> None:
+        sessions: dict[str, Session] = {}
+        laps: dict[tuple[str, int, int], tuple[Any, ...]] = {}
+        events: dict[tuple[str, str], RaceEvent] = {}
+        stints: dict[tuple[str, int, int], Stint] = {}
+        latest: dict[str, Leaderboard] = {}
+        standings: dict[tuple[str, int], Leaderboard] = {}
+        for item in items:
+            if isinstance(item, DriverUpdate):
+                lap = item.lap
+                laps[(lap.race_id, lap.driver_number, lap.lap)] = _lap_row(lap, item)
+            elif isinstance(item, Lap):
+                laps[(item.race_id, item.driver_number, item.lap)] = _lap_row(item, None)
+            elif isinstance(item, RaceEvent):
+                events[(item.race_id, item.event_id)] = item
+            elif isinstance(item, SessionDoc):
+                sessions[item.session.race_id] = item.session
+            elif isinstance(item, Session):
+                sessions[item.race_id] = item
+            elif isinstance(item, Stint):
+                stints[(item.race_id, item.driver_number, item.stint)] = item
+            else:
+                board = _board_of(item)
+                if board is None:
+                    continue  # commentary, lap charts, rejections: not history
+                seen = latest.get(board.race_id)
+                if seen is None or board.version > seen.version:
+                    latest[board.race_id] = board
+                n = standings_lap(board)
+                if n is not None:
+                    prev = standings.get((board.race_id, n))
+                    if prev is None or board.version > prev.version:
+                        standings[(board.race_id, n)] = board
+        if not (sessions or laps or events or stints or latest):
+            return
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            # one writer per race at a time for the lap ranking (sorted: no lock-order deadlocks)
+            for race_id in sorted({k[0] for k in laps}):
+                cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("racewire:" + race_id,))
+            if sessions:
+                cur.executemany(_UPSERT_RACE, [
+                    (s.race_id, s.name, s.circuit, s.total_laps, s.track_length_m, s.start_time,
+                     s.pit_loss_ms, s.source, Jsonb(s.grid)) for s in sessions.values()])
+                cur.executemany(_UPSERT_DRIVER, [
+                    (s.race_id, d.number, d.code, d.name, d.team, d.team_colour,
+                     s.grid.index(d.number) + 1 if d.number in s.grid else None)
+                    for s in sessions.values() for d in s.drivers])
+            if laps:
+                cur.executemany(_UPSERT_LAP, [laps[k] for k in sorted(laps)])
+                touched: dict[str, set[int]] = {}
+                for race_id, _n, lap_no in laps:
+                    touched.setdefault(race_id, set()).add(lap_no)
+                for race_id, lap_nos in sorted(touched.items()):
+                    cur.execute(_RANK_LAPS, {"race_id": race_id, "laps": sorted(lap_nos)})
+            if events:
+                cur.executemany(_UPSERT_EVENT, [
+                    (e.race_id, e.event_id, str(e.type), e.lap, e.ts_ms, e.driver_number,
+                     e.other_driver_number, Jsonb(e.to_dict())) for _k, e in sorted(events.items())])
+            if stints:
+                cur.executemany(_UPSERT_STINT, [
+                    (s.race_id, s.driver_number, s.stint, s.compound, s.start_lap, s.end_lap, s.length,
+                     s.open, Jsonb(s.to_dict())) for _k, s in sorted(stints.items())])
+            if latest:
+                rows = []
+                for race_id, board in sorted(latest.items()):
+                    summary = race_summary(board)
+                    winner = board.rows[0].driver_number if board.finished and board.rows else None
+                    rows.append((race_id, board.total_laps, summary["status"], board.lap,
+                                 str(board.track_status), winner, board.version))
+                cur.executemany(_UPSERT_RACE_STATUS, rows)
+            if standings:
+                cur.executemany(_UPSERT_STANDINGS, [
+                    (race_id, n, b.version, b.ts_ms, str(b.track_status), Jsonb([r.to_dict() for r in b.rows]))
+                    for (race_id, n), b in sorted(standings.items())])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Partition(StatelessSinkPartition[Any]):
+    def __init__(self, writer: PgWriter) -> None:
+        self.writer = writer
+
+    def write_batch(self, items: list[Any]) -> None:
+        self.writer.write(items)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class PgSink(DynamicSink[Any]):
+    """Bytewax sink: one :class:`PgWriter` (one connection) per worker. Run
+    :func:`infra.migrate.migrate` before the flow starts."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
+        return _Partition(PgWriter(self.conninfo))

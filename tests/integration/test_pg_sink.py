@@ -1,0 +1,190 @@
+"""PostgreSQL history store: migrations apply once; writing a race's outputs again (a replay, a
+restart, one item at a time) leaves every row exactly once; row counts equal the race."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from dataflows.connectors.pg_sink import PgWriter, standings_lap
+from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
+from dataflows.race.driver import DriverUpdate
+from dataflows.race.processor import LapChart
+from infra.migrate import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
+from schemas.model import ControlKind, Leaderboard, RaceEvent
+from tests.unit.race_builder import Race
+
+TABLES = ("races", "drivers", "laps", "events", "stints", "standings")
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[str]:
+    """Conninfo whose ``search_path`` is a schema of this test's own (dropped afterwards)."""
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield make_conninfo(postgres_url, options=f"-csearch_path={schema}")
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+class _Race(Race):
+    """The builder's race, keeping the per-driver step's outputs too (they carry the laps)."""
+
+    def feed(self, record: Any) -> list[Any]:
+        if isinstance(record, DriverUpdate):
+            self.__dict__.setdefault("updates", []).append(record)
+        return super().feed(record)
+
+
+def _race() -> tuple[_Race, list[Any]]:
+    """4 cars, 3 laps: a pit stop, an overtake, a retirement, the flag; the flow's outputs."""
+    r = _Race(cars=4, laps=3)
+    r.lap(1, 1, 90_000, compound="MEDIUM", tyre_age=0, sector1_ms=30_000, sector2_ms=30_000, sector3_ms=30_000)
+    r.lap(2, 1, 90_500, compound="MEDIUM", tyre_age=0)
+    r.lap(3, 1, 91_000, compound="HARD", tyre_age=0)
+    r.lap(4, 1, 92_000, compound="SOFT", tyre_age=0, pit_in=True)
+    r.lap(1, 2, 180_000, compound="MEDIUM", tyre_age=1)
+    r.lap(3, 2, 180_400, 89_400, compound="HARD", tyre_age=1)  # 3 passes 2
+    r.lap(2, 2, 181_000, compound="MEDIUM", tyre_age=1)
+    r.lap(4, 2, 205_000, 113_000, compound="HARD", tyre_age=0, pit_out=True, pit_lane_ms=22_000)
+    r.control(230_000, ControlKind.RETIREMENT, driver=4)
+    r.control(269_000, ControlKind.CHEQUERED_FLAG, lap=3)
+    r.lap(1, 3, 270_000, compound="MEDIUM", tyre_age=2)
+    r.lap(3, 3, 270_300, compound="HARD", tyre_age=2)
+    r.lap(2, 3, 270_900, compound="MEDIUM", tyre_age=2)
+    out: list[Any] = [SessionDoc(r.session)]
+    for o in r.outputs:
+        out.append(BoardUpdate(o, {}, "Test GP") if isinstance(o, Leaderboard) else o)
+    # as the flow would hand them over: driver updates first, race outputs after
+    return r, [*r.__dict__["updates"], *out]
+
+
+def _dump(conninfo: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(conninfo) as conn:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3").fetchall() if t != "races"
+                else conn.execute("SELECT * FROM races ORDER BY 1").fetchall() for t in TABLES}
+
+
+def test_migrations_apply_once_and_are_recorded(pg: str) -> None:
+    versions = [m.version for m in load_migrations()]
+    assert versions and versions == sorted(versions) and versions[0] == 1
+    # two processes starting at once: the advisory lock lets one apply, the other finds it done
+    results: list[list[int]] = []
+    threads = [threading.Thread(target=lambda: results.append(migrate(pg))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [[], versions]
+    assert migrate(pg) == []
+    with psycopg.connect(pg) as conn:
+        recorded = conn.execute("SELECT version, name, checksum FROM schema_migrations ORDER BY 1").fetchall()
+        assert [(v, n, c) for v, n, c in recorded] == [(m.version, m.name, m.checksum) for m in load_migrations()]
+        for table in TABLES:
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+
+
+def test_an_edited_applied_migration_is_refused(pg: str, tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, folder)
+    migrate(pg, folder)
+    first = sorted(folder.glob("*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- edited\n")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        migrate(pg, folder)
+    (folder / "0002_bad name.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="named"):
+        load_migrations(folder)
+
+
+def test_writing_a_race_twice_leaves_every_row_once(pg: str) -> None:
+    migrate(pg)
+    race, outputs = _race()
+    writer = PgWriter(pg)
+    try:
+        writer.write(outputs)
+        first = _dump(pg)
+        writer.write(outputs)  # a replay
+        for item in outputs:  # and one by one, as a restarted flow would
+            writer.write([item])
+        writer.write(list(reversed(outputs)))  # and out of order
+    finally:
+        writer.close()
+    assert _dump(pg) == first
+
+    updates: list[DriverUpdate] = race.__dict__["updates"]
+    events = [o for o in outputs if isinstance(o, RaceEvent)]
+    with psycopg.connect(pg) as conn:
+        def one(sql: str) -> Any:
+            row = conn.execute(sql).fetchone()
+            assert row is not None
+            return row[0] if len(row) == 1 else row
+
+        # every lap completion exactly once
+        assert one("SELECT count(*) FROM laps") == len(updates) == 11
+        assert one("SELECT count(DISTINCT (race_id, driver_number, lap)) FROM laps") == 11
+        assert one("SELECT count(*) FROM drivers") == 4
+        assert one("SELECT count(*) FROM events") == len({e.event_id for e in events}) > 0
+        assert {t for (t,) in conn.execute("SELECT DISTINCT type FROM events")} >= {
+            "OVERTAKE", "PIT_STOP", "RETIREMENT", "FASTEST_LAP", "CLASSIFICATION"}
+
+        # position at the line = the lap chart's order; gap = crossing time behind the first car
+        charts = {o.lap: o.order for o in outputs if isinstance(o, LapChart)}
+        assert charts
+        for lap, order in charts.items():
+            got = conn.execute("SELECT driver_number FROM laps WHERE lap = %s ORDER BY position", (lap,)).fetchall()
+            assert [n for (n,) in got] == order
+        assert conn.execute("SELECT driver_number, gap_ms FROM laps WHERE lap = 2 ORDER BY position").fetchall() == [
+            (1, 0), (3, 400), (2, 1000), (4, 25_000)]
+        assert one("SELECT pit_in, compound, sector1_ms, track_status FROM laps WHERE driver_number = 4 AND lap = 1"
+                   ) == (True, "SOFT", None, "GREEN")
+        assert one("SELECT pit_out, pit_lane_ms, compound, stint FROM laps WHERE driver_number = 4 AND lap = 2"
+                   ) == (True, 22_000, "HARD", 2)
+        assert one("SELECT sector1_ms FROM laps WHERE driver_number = 1 AND lap = 1") == 30_000
+
+        # a standings row for every lap, the latest snapshot of it
+        assert [n for (n,) in conn.execute("SELECT lap FROM standings ORDER BY lap")] == [1, 2, 3]
+        final = one("SELECT rows FROM standings WHERE lap = 3")
+        assert [row["driver_number"] for row in final] == [1, 3, 2, 4]
+        lap2 = one("SELECT rows FROM standings WHERE lap = 2")
+        assert [row["driver_number"] for row in lap2][:3] == [1, 3, 2]
+        boards = [o.board for o in outputs if isinstance(o, BoardUpdate)]
+        for (lap, version) in conn.execute("SELECT lap, version FROM standings"):
+            assert version == max(b.version for b in boards if standings_lap(b) == lap)
+
+        status = one("SELECT name, total_laps, status, lap, winner FROM races WHERE race_id = 'r'")
+        assert status == ("Test GP", 3, "finished", 3, 1)
+
+
+def test_concurrent_writers_of_one_race_rank_every_lap(pg: str) -> None:
+    """Laps of one race written by several workers at once still get the right positions."""
+    migrate(pg)
+    race, outputs = _race()
+    updates: list[DriverUpdate] = race.__dict__["updates"]
+    writers = [PgWriter(pg) for _ in updates]  # one connection per worker, one lap each
+    try:
+        threads = [threading.Thread(target=w.write, args=([u],)) for w, u in zip(writers, updates, strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for w in writers:
+            w.close()
+    charts = {o.lap: o.order for o in outputs if isinstance(o, LapChart)}
+    with psycopg.connect(pg) as conn:
+        for lap, order in charts.items():
+            got = conn.execute("SELECT driver_number, position FROM laps WHERE lap = %s ORDER BY position",
+                               (lap,)).fetchall()
+            assert got == [(n, i + 1) for i, n in enumerate(order)]

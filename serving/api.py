@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from serving.routes import drivers, health, ingest, races, simulations, stream
+from serving.routes import drivers, health, history, ingest, races, simulations, stream
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(races.router)
 api_router.include_router(stream.router)
 api_router.include_router(drivers.router)
+api_router.include_router(history.router)
 api_router.include_router(ingest.router)
 api_router.include_router(simulations.router)
 api_router.include_router(health.router)

@@ -1,0 +1,100 @@
+"""History API over HTTP: laps, standings at lap N, a driver's laps, stints and the race list,
+read from PostgreSQL as the PgWriter stored them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from dataflows.connectors.pg_sink import PgWriter
+from dataflows.race.processor import LapChart
+from infra.migrate import migrate
+from infra.settings import Settings
+from serving.app import ServingOptions, create_app
+from serving.testing import serve_in_thread
+from tests.integration.test_pg_sink import _race
+
+FAST = ServingOptions(rate_limit_per_s=0, sse_ping_s=1, sse_block_ms=500, sse_linger_s=0.5)
+
+
+@pytest.fixture(scope="module")
+def stored(postgres_url: str) -> Iterator[tuple[str, list[Any]]]:
+    """A schema of its own holding one race (race id ``r``, 4 cars, 3 laps); its conninfo and outputs."""
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    conninfo = make_conninfo(postgres_url, options=f"-csearch_path={schema}")
+    try:
+        migrate(conninfo)
+        _r, outputs = _race()
+        writer = PgWriter(conninfo)
+        writer.write(outputs)
+        writer.close()
+        yield conninfo, outputs
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(scope="module")
+def http(stored: tuple[str, list[Any]], redis_url: str) -> Iterator[httpx.Client]:
+    settings = Settings(redis_url=redis_url, database_url=stored[0], api_key="test-key-123")  # type: ignore[arg-type]
+    with serve_in_thread(create_app(settings, FAST)) as url, httpx.Client(base_url=url, timeout=10) as client:
+        yield client
+
+
+def test_laps_filtered_and_paginated(http: httpx.Client, stored: tuple[str, list[Any]]) -> None:
+    body = http.get("/api/races/r/laps").json()
+    assert len(body["items"]) == 11 and body["next"] is None
+    charts = {o.lap: o.order for o in stored[1] if isinstance(o, LapChart)}
+    for lap, order in charts.items():
+        rows = sorted((x for x in body["items"] if x["lap"] == lap), key=lambda x: x["position"])
+        assert [x["driver_number"] for x in rows] == order
+
+    pages, cursor = [], None
+    while True:
+        page = http.get("/api/races/r/laps", params={"limit": 4, **({"cursor": cursor} if cursor else {})}).json()
+        pages.append(page["items"])
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [4, 4, 3]
+    assert [x for p in pages for x in p] == body["items"]
+
+    mine = http.get("/api/races/r/laps", params={"driver": 4, "from_lap": 2, "to_lap": 3}).json()["items"]
+    assert [(x["lap"], x["pit_out"], x["compound"], x["gap_ms"]) for x in mine] == [(2, True, "HARD", 25_000)]
+
+
+def test_standings_at_lap_n(http: httpx.Client) -> None:
+    lap2 = http.get("/api/races/r/standings", params={"lap": 2}).json()
+    assert lap2["lap"] == 2 and [r["driver_number"] for r in lap2["rows"]][:3] == [1, 3, 2]
+    latest = http.get("/api/races/r/standings").json()
+    assert latest["lap"] == 3 and [r["driver_number"] for r in latest["rows"]] == [1, 3, 2, 4]
+    missing = http.get("/api/races/r/standings", params={"lap": 9})
+    assert missing.status_code == 404 and "lap 9" in missing.json()["detail"]
+
+
+def test_driver_laps_stints_and_race_list(http: httpx.Client) -> None:
+    laps = http.get("/api/drivers/3/laps", params={"race": "r"}).json()
+    assert [x["lap"] for x in laps["items"]] == [1, 2, 3] and laps["next_offset"] is None
+    assert http.get("/api/drivers/3/laps", params={"race": "r", "limit": 2}).json()["next_offset"] == 2
+
+    stints = http.get("/api/races/r/stints").json()["stints"]
+    car4 = [(s["stint"], s["compound"], s["start_lap"], s["end_lap"]) for s in stints if s["driver_number"] == 4]
+    assert car4 == [(1, "SOFT", 1, 1), (2, "HARD", 2, 2)]
+
+    races = http.get("/api/history/races").json()["races"]
+    assert [(r["race_id"], r["status"], r["winner"], r["winner_code"]) for r in races] == [("r", "finished", 1, "AAA")]
+
+
+def test_without_a_database_history_says_what_to_set(redis_url: str) -> None:
+    settings = Settings(redis_url=redis_url, database_url=None, api_key="test-key-123")  # type: ignore[arg-type]
+    with serve_in_thread(create_app(settings, FAST)) as url:
+        r = httpx.get(f"{url}/api/races/r/laps", timeout=10)
+    assert r.status_code == 503 and "RACEWIRE_DATABASE_URL" in r.json()["detail"]

@@ -39,6 +39,9 @@ THROUGHPUT_CONFIG: dict[str, Any] = {
 }
 """librdkafka settings for bulk production; the caller's ``producer_config`` overrides them."""
 
+PACED_CONFIG: dict[str, Any] = {"linger.ms": 1}
+"""At a paced speed records trickle in: don't hold each one back waiting for a batch."""
+
 POLL_EVERY = 1_000
 """Serve delivery reports every this many records."""
 BACKPRESSURE_POLL_S = 0.05
@@ -131,7 +134,8 @@ def _produce(
         if err is not None:
             errors.append(err)
 
-    producer = Producer({**THROUGHPUT_CONFIG, **producer_config, "on_delivery": delivered})
+    paced = PACED_CONFIG if speed is not None else {}
+    producer = Producer({**THROUGHPUT_CONFIG, **paced, **producer_config, "on_delivery": delivered})
     counts: Counter[str] = Counter()
     topics = {
         cls: topics_prefix + cls.TOPIC for cls in (Session, Lap, Telemetry, Control)

@@ -70,10 +70,18 @@ def build(args: argparse.Namespace) -> Any:
     def codec_factory() -> Codec:
         return Codec(make_registry_client(url))
 
+    pg = None
+    if s.database_url:
+        from dataflows.connectors.pg_sink import PgSink
+        from infra.migrate import migrate
+
+        migrate(s.database_url)
+        pg = PgSink(s.database_url)
     sinks = RaceSinks(
         kafka=KafkaSink(s.kafka_bootstrap.split(","), topic=None,
                         add_config={"linger.ms": "2", "enable.idempotence": "true"}),
         redis=None if args.no_redis else RedisSink(s.redis_url, s.events_stream_maxlen),
+        pg=pg,
     )
     return build_race_flow(make_source(s.kafka_bootstrap), sinks, codec_factory, s.leaderboard_max_rate_hz)
 

@@ -39,6 +39,8 @@ class RaceSinks:
 
     kafka: Sink[Any] | None = None
     redis: Sink[Any] | None = None
+    #: PostgreSQL history: gets what Redis gets plus every applied lap (:class:`DriverUpdate`)
+    pg: Sink[Any] | None = None
     #: optional: every output object, unencoded (tests and tools)
     raw: Sink[Any] | None = None
 
@@ -100,6 +102,10 @@ def _is_rejected(item: Any) -> bool:
     return isinstance(item, Rejected)
 
 
+def _lap_updates(item: tuple[str, RaceChunk]) -> list[Any]:
+    return [update for update, _msg in item[1]]
+
+
 def _commentary(item: Any) -> list[Commentary]:
     if isinstance(item, RaceEvent):
         line = commentary_for(item)
@@ -151,6 +157,9 @@ def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecF
         op.output("kafka-output", encoded, sinks.kafka)
     if sinks.redis is not None:
         op.output("redis-output", op.filter("for-redis", outputs, _for_redis), sinks.redis)
+    if sinks.pg is not None:
+        laps_out = op.flat_map("lap-updates", driver_bad.falses, _lap_updates)
+        op.output("pg-output", op.merge("merge-pg", laps_out, op.filter("for-pg", outputs, _for_redis)), sinks.pg)
     return flow
 
 

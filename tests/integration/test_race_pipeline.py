@@ -40,9 +40,13 @@ def _with_db(url: str, db: int) -> str:
 
 
 @contextlib.contextmanager
-def _flow(bootstrap: str, redis_url: str, registry_url: str, workers: int) -> Iterator[subprocess.Popen[bytes]]:
+def _flow(bootstrap: str, redis_url: str, registry_url: str, workers: int,
+          database_url: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "RACEWIRE_KAFKA_BOOTSTRAP": bootstrap, "RACEWIRE_REDIS_URL": redis_url,
            "RACEWIRE_SCHEMA_REGISTRY_URL": registry_url}
+    env.pop("RACEWIRE_DATABASE_URL", None)
+    if database_url is not None:
+        env["RACEWIRE_DATABASE_URL"] = database_url
     proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "--log-level", "WARNING", "flow", "race",
                              "--workers", str(workers)], env=env)
     try:
@@ -221,10 +225,40 @@ def test_race_through_broker_and_dataflow_matches_ground_truth(
         client.hdel("races", race_id)
 
 
+@pytest.fixture
+def history_db(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL URL whose tables live in a schema of their own (dropped afterwards)."""
+    import psycopg
+
+    schema = f"it_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in postgres_url else "?"
+    yield f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _lap_rows(database_url: str, race_id: str, expected: int) -> tuple[int, int]:
+    """(rows, distinct driver-laps) of the race in the laps table, once the writes have landed."""
+    import psycopg
+
+    deadline = time.monotonic() + 15
+    while True:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT count(*), count(DISTINCT (driver_number, lap)) FROM laps WHERE race_id = %s",
+                               (race_id,)).fetchone()
+        assert row is not None
+        if int(row[0]) >= expected or time.monotonic() > deadline:
+            return int(row[0]), int(row[1])
+        time.sleep(0.3)
+
+
 def test_two_workers_give_the_same_results_as_one_and_replays_change_nothing(
-    produced_race: dict[str, Any], kafka_bootstrap: str, redis_url: str, registry_url: str
+    produced_race: dict[str, Any], kafka_bootstrap: str, redis_url: str, registry_url: str, history_db: str
 ) -> None:
     race_id = produced_race["race_id"]
+    laps_in_race = sum(len(order) for order in produced_race["lap_chart"].values())
     results = []
     clients = []
     try:
@@ -232,7 +266,8 @@ def test_two_workers_give_the_same_results_as_one_and_replays_change_nothing(
             url = _with_db(redis_url, db)
             client = redis.Redis.from_url(url)
             clients.append(client)
-            with _flow(kafka_bootstrap, url, registry_url, workers=workers) as proc:
+            pg = history_db if workers == 1 else None
+            with _flow(kafka_bootstrap, url, registry_url, workers=workers, database_url=pg) as proc:
                 doc = _wait_final(client, race_id, proc, produced_race["records"])
                 events = _stream_events(client, race_id)
             # every event, commentary included, is decided from event times alone
@@ -248,8 +283,11 @@ def test_two_workers_give_the_same_results_as_one_and_replays_change_nothing(
         before_events = first.xrange(EVENTS_KEY.format(race_id))
         before_state = json.loads(first.get(STATE_KEY.format(race_id)) or b"{}")
         first.delete(STATE_KEY.format(race_id), f"race:{race_id}:version")
-        with _flow(kafka_bootstrap, _with_db(redis_url, 13), registry_url, workers=1) as proc:
+        assert _lap_rows(history_db, race_id, laps_in_race) == (laps_in_race, laps_in_race)  # each lap once
+        with _flow(kafka_bootstrap, _with_db(redis_url, 13), registry_url, workers=1, database_url=history_db) as proc:
             after_state = _wait_final(first, race_id, proc, produced_race["records"])
+            time.sleep(1.0)
+        assert _lap_rows(history_db, race_id, laps_in_race) == (laps_in_race, laps_in_race)  # still once
         after_events = first.xrange(EVENTS_KEY.format(race_id))
         assert after_events == before_events
         for key in ("rows", "hero", "fastest_lap", "version", "final"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from serving import graphql
 from serving.routes import drivers, health, history, ingest, races, simulations, stream
 
 api_router = APIRouter(prefix="/api")
@@ -17,3 +18,4 @@ api_router.include_router(health.router)
 
 root_router = APIRouter()
 root_router.include_router(health.metrics_router)
+root_router.include_router(graphql.router)

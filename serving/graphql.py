@@ -1,0 +1,262 @@
+"""GraphQL at ``/graphql`` (strawberry): races, drivers, laps, events and standings.
+
+It reads the same PostgreSQL store as the history endpoints (:mod:`serving.routes.history`), through
+the same async pool (:func:`~serving.routes.history.get_history_db`), so it answers whether or not
+Redis is up, and reports a missing or unreachable database as a GraphQL error.
+
+Laps are a Relay-style connection (``first``/``after``; the cursor is opaque), ordered by lap then
+driver like ``GET /api/races/{id}/laps``::
+
+    { laps(race: "r", driver: 44, fromLap: 10, toLap: 20, first: 5) {
+        edges { cursor node { lap lapTimeMs position gapMs compound } }
+        pageInfo { hasNextPage endCursor } } }
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.fastapi import GraphQLRouter
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from serving.deps import RateLimited
+from serving.routes.history import _LAP_FIELDS, HistoryDb, get_history_db
+
+MAX_PAGE = 5000
+
+
+def _db(info: Info) -> HistoryDb:
+    return get_history_db(info.context["request"])
+
+
+@strawberry.type(description="A driver's entry in one race.")
+class Driver:
+    race_id: str
+    number: int
+    code: str
+    name: str
+    team: str
+    team_colour: str
+    grid_position: int | None
+
+    @classmethod
+    def of(cls, r: dict[str, Any]) -> Driver:
+        return cls(race_id=r["race_id"], number=r["driver_number"], code=r["code"], name=r["name"],
+                   team=r["team"], team_colour=r["team_colour"], grid_position=r["grid_position"])
+
+
+_DRIVER_SQL = """SELECT race_id, driver_number, code, name, team, team_colour, grid_position FROM drivers
+                 WHERE race_id = %(race)s ORDER BY grid_position NULLS LAST, driver_number"""
+
+
+@strawberry.type(description="A stored race with its status and, once the flag has fallen, its winner.")
+class Race:
+    id: str
+    name: str | None
+    circuit: str | None
+    start_time: datetime | None
+    total_laps: int | None
+    lap: int
+    status: str
+    track_status: str | None
+    winner: int | None
+    winner_code: str | None
+
+    @classmethod
+    def of(cls, r: dict[str, Any]) -> Race:
+        return cls(id=r["race_id"], name=r["name"], circuit=r["circuit"], start_time=r["start_time"],
+                   total_laps=r["total_laps"], lap=r["lap"], status=r["status"], track_status=r["track_status"],
+                   winner=r["winner"], winner_code=r["winner_code"])
+
+    @strawberry.field(description="The race's drivers, in grid order.")
+    async def drivers(self, info: Info) -> list[Driver]:
+        return [Driver.of(r) for r in await _db(info).fetch(_DRIVER_SQL, {"race": self.id})]
+
+
+_RACE_SQL = """SELECT r.race_id, r.name, r.circuit, r.start_time, r.total_laps, r.lap, r.status, r.track_status,
+                      r.winner, d.code AS winner_code
+               FROM races r LEFT JOIN drivers d ON d.race_id = r.race_id AND d.driver_number = r.winner"""
+
+
+@strawberry.type(description="One completed lap: times, position and gap at the line, tyres, pit flags.")
+class Lap:
+    race_id: str
+    driver_number: int
+    lap: int
+    lap_time_ms: int | None
+    sector1_ms: int | None
+    sector2_ms: int | None
+    sector3_ms: int | None
+    crossing_ms: float = strawberry.field(description="session time at the line, ms (a Float: may exceed Int)")
+    position: int | None
+    gap_ms: float | None
+    compound: str | None
+    tyre_age: int | None
+    pit_in: bool
+    pit_out: bool
+    pit_lane_ms: int | None
+    track_status: str
+    deleted: bool
+    personal_best: bool | None
+    stint: int | None
+
+
+@strawberry.type
+class LapEdge:
+    cursor: str
+    node: Lap
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type(description="A page of laps (Relay connection).")
+class LapConnection:
+    edges: list[LapEdge]
+    page_info: PageInfo
+
+    @strawberry.field(description="the laps of this page, without cursors")
+    def nodes(self) -> list[Lap]:
+        return [e.node for e in self.edges]
+
+
+def encode_cursor(lap: int, driver: int) -> str:
+    return base64.urlsafe_b64encode(f"lap:{lap}:{driver}".encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> tuple[int, int]:
+    if cursor is None:
+        return -1, -1
+    try:
+        kind, lap, driver = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
+        if kind != "lap":
+            raise ValueError(kind)
+        return int(lap), int(driver)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise GraphQLError(f"invalid cursor {cursor!r}: pass a previous page's endCursor") from None
+
+
+@strawberry.type(description="A race event (overtake, pit stop, fastest lap, flag, retirement, ...).")
+class Event:
+    race_id: str
+    event_id: str
+    type: str
+    lap: int
+    ts_ms: float
+    driver_number: int | None
+    other_driver_number: int | None
+    payload: JSON
+
+
+@strawberry.type(description="One line of the timing tower.")
+class StandingRow:
+    position: int
+    driver_number: int
+    code: str | None
+    team: str | None
+    laps: int | None
+    status: str | None
+    gap_ms: float | None
+    gap_laps: int | None
+    interval_ms: float | None
+    last_lap_ms: int | None
+    best_lap_ms: int | None
+    compound: str | None
+    tyre_age: int | None
+    pit_count: int | None
+
+    @classmethod
+    def of(cls, r: dict[str, Any]) -> StandingRow:
+        return cls(position=r["position"], driver_number=r["driver_number"],
+                   **{k: r.get(k) for k in ("code", "team", "laps", "status", "gap_ms", "gap_laps", "interval_ms",
+                                            "last_lap_ms", "best_lap_ms", "compound", "tyre_age", "pit_count")})
+
+
+@strawberry.type(description="The timing tower as it was at the end of a lap.")
+class Standings:
+    race_id: str
+    lap: int
+    version: float
+    ts_ms: float
+    track_status: str
+    rows: list[StandingRow]
+
+
+def _page_size(first: int) -> int:
+    if not 1 <= first <= MAX_PAGE:
+        raise GraphQLError(f"first must be between 1 and {MAX_PAGE}")
+    return first
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Stored races, newest first.")
+    async def races(self, info: Info, first: int = 100, offset: int = 0) -> list[Race]:
+        rows = await _db(info).fetch(_RACE_SQL + " ORDER BY r.start_time DESC NULLS LAST, r.race_id"
+                                     " LIMIT %(limit)s OFFSET %(offset)s",
+                                     {"limit": _page_size(first), "offset": max(0, offset)})
+        return [Race.of(r) for r in rows]
+
+    @strawberry.field(description="One race, or null when it is not stored.")
+    async def race(self, info: Info, id: strawberry.ID) -> Race | None:
+        rows = await _db(info).fetch(_RACE_SQL + " WHERE r.race_id = %(race)s", {"race": str(id)})
+        return Race.of(rows[0]) if rows else None
+
+    @strawberry.field(description="A race's drivers, in grid order.")
+    async def drivers(self, info: Info, race: strawberry.ID) -> list[Driver]:
+        return [Driver.of(r) for r in await _db(info).fetch(_DRIVER_SQL, {"race": str(race)})]
+
+    @strawberry.field(description="A race's laps by lap then driver, optionally one driver's and a lap range.")
+    async def laps(self, info: Info, race: strawberry.ID, driver: int | None = None, from_lap: int = 0,
+                   to_lap: int = 1_000_000, first: int = 1000, after: str | None = None) -> LapConnection:
+        limit = _page_size(first)
+        after_lap, after_driver = decode_cursor(after)
+        rows = await _db(info).fetch(
+            f"""SELECT {_LAP_FIELDS} FROM laps
+                WHERE race_id = %(race)s AND lap BETWEEN %(from)s AND %(to)s
+                  AND (%(driver)s::int IS NULL OR driver_number = %(driver)s::int)
+                  AND (lap, driver_number) > (%(al)s, %(ad)s)
+                ORDER BY lap, driver_number LIMIT %(limit)s""",
+            {"race": str(race), "from": from_lap, "to": to_lap, "driver": driver, "al": after_lap,
+             "ad": after_driver, "limit": limit + 1})
+        more = len(rows) > limit
+        edges = [LapEdge(cursor=encode_cursor(r["lap"], r["driver_number"]), node=Lap(**r)) for r in rows[:limit]]
+        return LapConnection(edges=edges, page_info=PageInfo(has_next_page=more,
+                                                              end_cursor=edges[-1].cursor if edges else None))
+
+    @strawberry.field(description="A race's events in time order, optionally of one type (e.g. OVERTAKE).")
+    async def events(self, info: Info, race: strawberry.ID, type: str | None = None, first: int = 1000,
+                     offset: int = 0) -> list[Event]:
+        rows = await _db(info).fetch(
+            """SELECT race_id, event_id, type, lap, ts_ms, driver_number, other_driver_number, payload FROM events
+               WHERE race_id = %(race)s AND (%(type)s::text IS NULL OR type = %(type)s::text)
+               ORDER BY ts_ms, event_id LIMIT %(limit)s OFFSET %(offset)s""",
+            {"race": str(race), "type": type, "limit": _page_size(first), "offset": max(0, offset)})
+        return [Event(**r) for r in rows]
+
+    @strawberry.field(description="The tower at the end of lap N (default: the latest stored lap); null if none.")
+    async def standings(self, info: Info, race: strawberry.ID, lap: int | None = None) -> Standings | None:
+        rows = await _db(info).fetch(
+            """SELECT race_id, lap, version, ts_ms, track_status, rows FROM standings
+               WHERE race_id = %(race)s AND (%(lap)s::int IS NULL OR lap = %(lap)s::int)
+               ORDER BY lap DESC LIMIT 1""", {"race": str(race), "lap": lap})
+        if not rows:
+            return None
+        r = rows[0]
+        return Standings(race_id=r["race_id"], lap=r["lap"], version=r["version"], ts_ms=r["ts_ms"],
+                         track_status=r["track_status"], rows=[StandingRow.of(x) for x in r["rows"]])
+
+
+schema = strawberry.Schema(query=Query)
+
+router: GraphQLRouter[Any, Any] = GraphQLRouter(schema, path="/graphql", tags=["graphql"],
+                                                dependencies=[RateLimited])

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("simulator.replay", "Replay a real race from a lap table through the pipeline."),
     "verify": ("simulator.verify", "Compare a replay report with official results."),
     "livetiming": ("simulator.livetiming", "Replay a live-timing feed capture through the pipeline."),
+    "rebuild-cache": ("infra.rebuild_cache", "Restore a race's live Redis state from PostgreSQL."),
 }
 
 

@@ -8,12 +8,17 @@ Stream entry ids (``<ms>-<seq>``) are compared as integer pairs through :class:`
 
 from __future__ import annotations
 
+import functools
 import re
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+import redis.exceptions
 
 STATE_KEY = "race:{}:state"
 VERSION_KEY = "race:{}:version"
@@ -88,17 +93,62 @@ class RaceNotFound(LookupError):
         self.race_id = race_id
 
 
-class RaceStore:
-    """Typed reads of the live race state; every method is one or two Redis round trips."""
+#: where the current request's live reads were answered from: "redis" or "postgresql" (see :mod:`serving.fallback`)
+SOURCE: ContextVar[str] = ContextVar("racewire_source", default="redis")
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+#: while Redis is down, at most one read per this many seconds tries it again
+PROBE_INTERVAL_S = 1.0
 
-    def __init__(self, client: aioredis.Redis) -> None:
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _falls_back(fn: Callable[Concatenate[RaceStore, _P], Awaitable[_T]]
+                ) -> Callable[Concatenate[RaceStore, _P], Awaitable[_T]]:
+    """A read that, when Redis is unreachable and the store has a ``fallback``, asks the fallback's
+    method of the same name instead (and keeps doing so, without trying Redis, for ``probe_s``)."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    async def read(self: RaceStore, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        fallback = self.fallback
+        if fallback is not None and time.monotonic() < self._redis_down_until:
+            SOURCE.set("postgresql")
+            return await getattr(fallback, name)(*args, **kwargs)  # type: ignore[no-any-return]
+        try:
+            result = await fn(self, *args, **kwargs)
+        except REDIS_DOWN as e:
+            if fallback is None:
+                raise
+            self._redis_down_until = time.monotonic() + self.probe_s
+            fallback.redis_error = e
+            SOURCE.set("postgresql")
+            return await getattr(fallback, name)(*args, **kwargs)  # type: ignore[no-any-return]
+        SOURCE.set("redis")
+        return result
+
+    return read
+
+
+class RaceStore:
+    """Typed reads of the live race state; every method is one or two Redis round trips.
+
+    With a ``fallback`` (:class:`serving.fallback.PgFallback`), the reads that the race routes use
+    answer from PostgreSQL while Redis is unreachable; :data:`SOURCE` tells which store answered."""
+
+    def __init__(self, client: aioredis.Redis, fallback: Any = None, probe_s: float = PROBE_INTERVAL_S) -> None:
         # typed loosely: redis-py's annotations cover both str and bytes replies; this client returns bytes
         self.client: Any = client
+        self.fallback: Any = fallback
+        self.probe_s = probe_s
+        self._redis_down_until = 0.0
 
+    @_falls_back
     async def race_ids(self) -> list[str]:
         keys = await self.client.hkeys(RACES_KEY)
         return sorted(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
 
+    @_falls_back
     async def races(self) -> list[dict[str, Any]]:
         raw = await self.client.hgetall(RACES_KEY)
         out = []
@@ -112,6 +162,7 @@ class RaceStore:
                 out.append(summary)
         return sorted(out, key=lambda s: str(s.get("race_id")))
 
+    @_falls_back
     async def require(self, race_id: str) -> None:
         """Raise :class:`RaceNotFound` unless the race has a summary or a state."""
         pipe = self.client.pipeline(transaction=False)
@@ -121,6 +172,7 @@ class RaceStore:
         if not listed and not exists:
             raise RaceNotFound(race_id, await self.race_ids())
 
+    @_falls_back
     async def state_raw(self, race_id: str) -> bytes | None:
         """The leaderboard document exactly as stored (JSON bytes), or None before the first snapshot."""
         value = await self.client.get(STATE_KEY.format(race_id))
@@ -137,6 +189,7 @@ class RaceStore:
         raw = await self.state_raw(race_id)
         return None if raw is None else orjson.loads(raw)
 
+    @_falls_back
     async def session(self, race_id: str) -> dict[str, Any] | None:
         raw = await self.client.get(SESSION_KEY.format(race_id))
         return None if raw is None else orjson.loads(raw)
@@ -145,11 +198,13 @@ class RaceStore:
         entries = await self.client.xrevrange(EVENTS_KEY.format(race_id), "+", "-", count=1)
         return StreamId.parse(entries[0][0]) if entries else ZERO
 
+    @_falls_back
     async def events_after(self, race_id: str, after: StreamId, limit: int) -> list[StreamEntry]:
         """Entries strictly after ``after``, oldest first, at most ``limit``."""
         raw = await self.client.xrange(EVENTS_KEY.format(race_id), f"({after}", "+", count=limit)
         return [StreamEntry.from_redis(i, f) for i, f in raw]
 
+    @_falls_back
     async def latest_events(self, race_id: str, limit: int) -> list[StreamEntry]:
         """The newest ``limit`` entries, oldest first."""
         raw = await self.client.xrevrange(EVENTS_KEY.format(race_id), "+", "-", count=limit)

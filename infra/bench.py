@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     except ImportError:
         return
     add_subcommands(sub)
+    try:  # the history benchmark (PostgreSQL load + history API)
+        from infra.bench_history import add_subcommands as add_history
+    except ImportError:
+        return
+    add_history(sub)
 
 
 def run(args: argparse.Namespace) -> int:

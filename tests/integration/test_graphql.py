@@ -3,44 +3,20 @@ standings that PgWriter stored."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
-from dataflows.connectors.pg_sink import PgWriter
 from dataflows.race.processor import LapChart
-from infra.migrate import migrate
 from infra.settings import Settings
 from schemas.model import RaceEvent
-from serving.app import ServingOptions, create_app
+from serving.app import create_app
 from serving.testing import serve_in_thread
-from tests.integration.test_pg_sink import _race
 
-FAST = ServingOptions(rate_limit_per_s=0, sse_ping_s=1, sse_block_ms=500, sse_linger_s=0.5)
-
-
-@pytest.fixture(scope="module")
-def stored(postgres_url: str) -> Iterator[tuple[str, list[Any]]]:
-    """A schema of its own holding one race (race id ``r``, 4 cars, 3 laps); its conninfo and outputs."""
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    conninfo = make_conninfo(postgres_url, options=f"-csearch_path={schema}")
-    try:
-        migrate(conninfo)
-        _r, outputs = _race()
-        writer = PgWriter(conninfo)
-        writer.write(outputs)
-        writer.close()
-        yield conninfo, outputs
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+# the same server options as the REST history tests; the `stored` race is in conftest.py
+from tests.integration.test_history_api import FAST
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,14 @@ runs N workers as threads of one process instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger("racewire.flow")
@@ -161,3 +163,31 @@ def _run_cluster(args: argparse.Namespace, workers: int) -> int:
     signal.signal(signal.SIGINT, stop)
     codes = [c.wait() for c in children]
     return max(codes, default=0)
+
+
+@contextlib.contextmanager
+def flow_process(bootstrap: str, redis_url: str, registry_url: str, workers: int = 1,
+                 database_url: str | None = None, log_level: str = "WARNING") -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``racewire flow race`` as a child process against these services (history only when
+    ``database_url`` is given); on exit stop it and every process it started."""
+    import psutil
+
+    env = {**os.environ, "RACEWIRE_KAFKA_BOOTSTRAP": bootstrap, "RACEWIRE_REDIS_URL": redis_url,
+           "RACEWIRE_SCHEMA_REGISTRY_URL": registry_url}
+    env.pop("RACEWIRE_DATABASE_URL", None)
+    if database_url is not None:
+        env["RACEWIRE_DATABASE_URL"] = database_url
+    proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "--log-level", log_level, "flow", "race",
+                             "--workers", str(workers)], env=env)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.terminate()
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

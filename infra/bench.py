@@ -19,8 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -134,6 +132,7 @@ def _peak_rss_mb(proc: psutil.Process) -> float:
 def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: float) -> dict[str, Any]:
     import redis
 
+    from dataflows.cli import flow_process
     from dataflows.connectors.redis_sink import VERSION_KEY
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
@@ -159,19 +158,15 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
 
         ceiling_n, ceiling_s = _ceiling(svc["bootstrap"], codec, events, timeout)
 
-        env = {**os.environ, "RACEWIRE_KAFKA_BOOTSTRAP": svc["bootstrap"],
-               "RACEWIRE_REDIS_URL": svc["redis_url"], "RACEWIRE_SCHEMA_REGISTRY_URL": svc["registry_url"]}
         client = redis.Redis.from_url(svc["redis_url"])
         expected: dict[str, int | None] = {sim.race_id: per_race.get(sim.race_id) for sim in sims}
         spawn = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "--log-level", "WARNING", "flow", "race",
-                                 "--workers", str(workers)], env=env)
-        ps = psutil.Process(proc.pid)
-        first: float | None = None
-        done_at: float | None = None
-        peak = 0.0
-        keys = [VERSION_KEY.format(r) for r in expected]
-        try:
+        with flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], workers,
+                          os.environ.get("RACEWIRE_DATABASE_URL")) as proc:
+            ps = psutil.Process(proc.pid)
+            first: float | None = None
+            done_at: float | None = None
+            keys = [VERSION_KEY.format(r) for r in expected]
             while time.perf_counter() - spawn < timeout:
                 versions = client.mget(keys)
                 now = time.perf_counter()
@@ -185,14 +180,6 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
                     raise RuntimeError(f"dataflow exited with code {proc.returncode}")
                 time.sleep(0.05)
             peak = _peak_rss_mb(ps)  # VmHWM: the high-water mark, no polling needed
-        finally:
-            for child in [*ps.children(recursive=True), ps]:
-                with contextlib.suppress(psutil.Error):
-                    child.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-            if proc.poll() is None:
-                proc.kill()
         if done_at is None or first is None:
             raise RuntimeError(f"the dataflow did not finish {races} races within {timeout} s")
         seconds = done_at - first

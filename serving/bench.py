@@ -481,6 +481,7 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
     import psutil
     import redis
 
+    from dataflows.cli import flow_process
     from infra.bench import _services
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
@@ -501,8 +502,9 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
         codec.register_all()
         env = {**os.environ, "RACEWIRE_KAFKA_BOOTSTRAP": svc["bootstrap"], "RACEWIRE_REDIS_URL": svc["redis_url"],
                "RACEWIRE_SCHEMA_REGISTRY_URL": svc["registry_url"]}
-        flow = subprocess.Popen([sys.executable, "-m", "infra.cli", "--log-level", "WARNING", "flow", "race",
-                                 "--workers", str(args.workers)], env=env)
+        flows = contextlib.ExitStack()
+        flow = flows.enter_context(flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], args.workers,
+                                                os.environ.get("RACEWIRE_DATABASE_URL")))
         rclient: Any = redis.Redis.from_url(svc["redis_url"])
         try:
             with serving_process(svc["redis_url"], env=env) as (server, port):
@@ -540,11 +542,7 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
                         "dataflow": sum(_proc_status(p.pid, "VmHWM")
                                         for p in [psutil.Process(flow.pid), *psutil.Process(flow.pid).children(True)])}
         finally:
-            flow.terminate()
-            try:
-                flow.wait(15)
-            except subprocess.TimeoutExpired:
-                flow.kill()
+            flows.close()
             for s in sims:
                 with contextlib.suppress(Exception):
                     keys = list(rclient.scan_iter(match=f"*{s.race_id}*", count=1000))

@@ -19,12 +19,10 @@ returns the replay report, read back from Redis (never recomputed here):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -151,27 +149,6 @@ def _wait_final(client: Any, race_id: str, records: int, proc: subprocess.Popen[
     raise TimeoutError(f"race {race_id} not final in Redis after {timeout_s:.0f} s")
 
 
-@contextlib.contextmanager
-def _flow(svc: dict[str, str], workers: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "RACEWIRE_KAFKA_BOOTSTRAP": svc["bootstrap"], "RACEWIRE_REDIS_URL": svc["redis_url"],
-           "RACEWIRE_SCHEMA_REGISTRY_URL": svc["registry_url"]}
-    proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "--log-level", "WARNING", "flow", "race",
-                             "--workers", str(workers)], env=env)
-    try:
-        yield proc
-    finally:
-        import psutil
-
-        with contextlib.suppress(psutil.Error):
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                child.terminate()
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def run_through_pipeline(
     source: ReportSource,
     speed: float | None = None,
@@ -196,6 +173,7 @@ def _run(source: ReportSource, speed: float | None, workers: int, timeout_s: flo
          svc: dict[str, str]) -> dict[str, Any]:
     import redis
 
+    from dataflows.cli import flow_process
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
     from simulator.producer import produce_race
@@ -212,7 +190,8 @@ def _run(source: ReportSource, speed: float | None, workers: int, timeout_s: flo
         count += 1
 
     started = time.monotonic()
-    with _flow(svc, workers) as proc:
+    with flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], workers,
+                      os.environ.get("RACEWIRE_DATABASE_URL")) as proc:
         counts = produce_race(source, {"bootstrap.servers": svc["bootstrap"]}, codec, speed,
                               on_record=counted)
         log.info("race %s: produced %s in %.1f s; waiting for the dataflow", source.race_id, counts,

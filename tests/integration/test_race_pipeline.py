@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from dataflows.cli import flow_process
 from dataflows.connectors.redis_sink import EVENTS_KEY, STATE_KEY
 from schemas.codec import Codec, make_registry_client
 from schemas.model import Lap, Telemetry
@@ -39,29 +38,9 @@ def _with_db(url: str, db: int) -> str:
     return f"{base}/{db}"
 
 
-@contextlib.contextmanager
 def _flow(bootstrap: str, redis_url: str, registry_url: str, workers: int,
-          database_url: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "RACEWIRE_KAFKA_BOOTSTRAP": bootstrap, "RACEWIRE_REDIS_URL": redis_url,
-           "RACEWIRE_SCHEMA_REGISTRY_URL": registry_url}
-    env.pop("RACEWIRE_DATABASE_URL", None)
-    if database_url is not None:
-        env["RACEWIRE_DATABASE_URL"] = database_url
-    proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "--log-level", "WARNING", "flow", "race",
-                             "--workers", str(workers)], env=env)
-    try:
-        yield proc
-    finally:
-        import psutil
-
-        with contextlib.suppress(psutil.Error):
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                child.terminate()
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+          database_url: str | None = None) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    return flow_process(bootstrap, redis_url, registry_url, workers, database_url)
 
 
 def _wait_final(client: redis.Redis, race_id: str, proc: subprocess.Popen[bytes], records: int) -> dict[str, Any]:

@@ -76,6 +76,14 @@ def _wait_leaderboard(url: str, race_id: str, timeout: float) -> dict[str, Any]:
     raise AssertionError(f"no 20-row leaderboard for {race_id} at {url} in {timeout} s (last: {last})")
 
 
+def _cmdline(p: psutil.Process) -> str:
+    """A child's command line; "" for one that has just exited (the race finishes quickly)."""
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def _stop_and_check(proc: subprocess.Popen[str], env: dict[str, str]) -> None:
     descendants = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGTERM)
@@ -126,7 +134,7 @@ def test_up_uses_external_services_when_configured(
     try:
         url = out.wait_for(URL_LINE, UP_WITHIN_S).group(1)
         _wait_leaderboard(url, race_id, UP_WITHIN_S)
-        names = " ".join(" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True))
+        names = " ".join(_cmdline(p) for p in psutil.Process(proc.pid).children(recursive=True))
         assert "valkey" not in names and "postgres" not in names and "tansu" not in names
         assert not any("starting the embedded" in line for line in out.lines)
         _stop_and_check(proc, env)

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("simulator.verify", "Compare a replay report with official results."),
     "livetiming": ("simulator.livetiming", "Replay a live-timing feed capture through the pipeline."),
     "rebuild-cache": ("infra.rebuild_cache", "Restore a race's live Redis state from PostgreSQL."),
+    "train": ("strategy.train", "Train the strategy models from lap tables and write versioned artifacts."),
+    "evaluate": ("strategy.evaluate", "Lap-time model vs a naive baseline on held-out races (JSON)."),
 }
 
 

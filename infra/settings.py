@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         4.0, gt=0, description="most telemetry-driven leaderboard snapshots per second per race"
     )
     input_partitions: int = Field(8, ge=1, description="partitions of the input topics when created")
+    strategy: bool = Field(True, description="publish strategy calls for every car at the end of every lap")
+    models_dir: Path | None = Field(
+        None, description="strategy model artifacts (default: the ones shipped with racewire)")
 
     # serving
     api_key: SecretStr = Field(SecretStr("dev-key"), description="API key for write and admin endpoints")

@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-rate", type=float, default=None,
                         help="most telemetry-driven leaderboard snapshots per second per race")
     parser.add_argument("--no-redis", action="store_true", help="write only to the Kafka output topics")
+    parser.add_argument("--no-strategy", action="store_true",
+                        help="no strategy calls (default: RACEWIRE_STRATEGY, on)")
     parser.add_argument("--recovery-dir", default=None, help="enable Bytewax recovery with this directory")
     parser.add_argument("--addresses", default=None,
                         help="host:port of every process of a multi-machine cluster, ';'-separated "
@@ -85,7 +87,17 @@ def build(args: argparse.Namespace) -> Any:
         redis=None if args.no_redis else RedisSink(s.redis_url, s.events_stream_maxlen),
         pg=pg,
     )
-    return build_race_flow(make_source(s.kafka_bootstrap), sinks, codec_factory, s.leaderboard_max_rate_hz)
+    strategy = s.strategy and not args.no_strategy
+    if strategy:  # load the models and compile the simulation before the first lap needs them
+        import time
+
+        from dataflows.race.strategist import models, warm_up
+
+        started = time.perf_counter()
+        warm_up()
+        log.info("strategy ready: %s", {"models": models().version, "seconds": round(time.perf_counter() - started, 1)})
+    return build_race_flow(make_source(s.kafka_bootstrap), sinks, codec_factory, s.leaderboard_max_rate_hz,
+                           strategy=strategy)
 
 
 def _recovery(args: argparse.Namespace, workers: int) -> Any:
@@ -148,8 +160,9 @@ def _run_cluster(args: argparse.Namespace, workers: int) -> int:
                         ("--recovery-dir", args.recovery_dir)):
         if value is not None:
             base += [flag, str(value)]
-    if args.no_redis:
-        base.append("--no-redis")
+    for flag in ("no_redis", "no_strategy"):
+        if getattr(args, flag, False):
+            base.append("--" + flag.replace("_", "-"))
     children = [subprocess.Popen([*base, "--process-id", str(i)], env=os.environ.copy())
                 for i in range(workers)]
     log.info("race dataflow cluster: %d processes at %s", workers, addresses)
@@ -167,9 +180,11 @@ def _run_cluster(args: argparse.Namespace, workers: int) -> int:
 
 @contextlib.contextmanager
 def flow_process(bootstrap: str, redis_url: str, registry_url: str, workers: int = 1,
-                 database_url: str | None = None, log_level: str = "WARNING") -> Iterator[subprocess.Popen[bytes]]:
+                 database_url: str | None = None, log_level: str = "WARNING", strategy: bool = True,
+                 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``racewire flow race`` as a child process against these services (history only when
-    ``database_url`` is given); on exit stop it and every process it started."""
+    ``database_url`` is given, strategy calls unless ``strategy`` is False); on exit stop it and
+    every process it started."""
     import psutil
 
     env = {**os.environ, "RACEWIRE_KAFKA_BOOTSTRAP": bootstrap, "RACEWIRE_REDIS_URL": redis_url,
@@ -177,8 +192,8 @@ def flow_process(bootstrap: str, redis_url: str, registry_url: str, workers: int
     env.pop("RACEWIRE_DATABASE_URL", None)
     if database_url is not None:
         env["RACEWIRE_DATABASE_URL"] = database_url
-    proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "--log-level", log_level, "flow", "race",
-                             "--workers", str(workers)], env=env)
+    command = [sys.executable, "-m", "infra.cli", "--log-level", log_level, "flow", "race", "--workers", str(workers)]
+    proc = subprocess.Popen(command if strategy else [*command, "--no-strategy"], env=env)
     try:
         yield proc
     finally:

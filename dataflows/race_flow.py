@@ -29,7 +29,8 @@ from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
 from dataflows.race.driver import DriverState, DriverUpdate, Rejection
 from dataflows.race.processor import LapChart, RaceProcessor
 from dataflows.race.processor import Rejected as RaceRejected
-from schemas.model import Commentary, Leaderboard, RaceEvent
+from dataflows.race.strategist import Strategist
+from schemas.model import Commentary, Leaderboard, RaceEvent, Recommendation, Stint
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,10 @@ def _driver_step(state: DriverState | None, item: tuple[Any, Any]) -> tuple[Driv
 class RaceLogic(StatefulBatchLogic[Any, Any, RaceProcessor]):
     """Bytewax glue around :class:`RaceProcessor` (pure); adds the wall clock."""
 
-    def __init__(self, race_id: str, resume: RaceProcessor | None, max_rate_hz: float) -> None:
-        self.proc = resume or RaceProcessor(race_id, max_rate_hz, keep_ref=as_ref)
+    def __init__(self, race_id: str, resume: RaceProcessor | None, max_rate_hz: float,
+                 strategy: bool = False) -> None:
+        self.proc = resume or RaceProcessor(race_id, max_rate_hz, keep_ref=as_ref,
+                                            strategist=Strategist() if strategy else None)
         self._session_sent: object = None
 
     def _wrap(self, outputs: list[Any]) -> list[Any]:
@@ -122,7 +125,7 @@ def _to_kafka_object(item: Any) -> Any:
 
 
 def _for_redis(item: Any) -> bool:
-    return isinstance(item, (BoardUpdate, RaceEvent, Commentary, SessionDoc, LapChart))
+    return isinstance(item, (BoardUpdate, RaceEvent, Commentary, SessionDoc, LapChart, Stint, Recommendation))
 
 
 def _for_kafka(item: Any) -> bool:
@@ -130,7 +133,8 @@ def _for_kafka(item: Any) -> bool:
 
 
 def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecFactory,
-                    max_rate_hz: float = 4.0, flow_id: str = "racewire-race") -> Dataflow:
+                    max_rate_hz: float = 4.0, flow_id: str = "racewire-race", strategy: bool = False) -> Dataflow:
+    """``strategy``: publish strategy calls for every car at the end of every lap."""
     flow = Dataflow(flow_id)
     messages = op.input("kafka-input", flow, source)
     decoded = op.flat_map_batch("decode", messages, Decoder(codec_factory))
@@ -144,7 +148,7 @@ def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecF
 
     race_in: Any = op.merge("merge-race-input", driver_bad.falses, by_topic.falses)
     race_out = op.key_rm("unkey-race", op.stateful_batch(
-        "race-state", race_in, lambda resume: RaceLogic("", resume, max_rate_hz)))
+        "race-state", race_in, lambda resume: RaceLogic("", resume, max_rate_hz, strategy)))
 
     commentary = op.flat_map("commentary", race_out, _commentary)
     outputs = op.merge("merge-outputs", race_out, commentary, bad.trues, driver_bad.trues)

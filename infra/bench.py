@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
 
 log = logging.getLogger("racewire.bench")
@@ -40,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print only the JSON result")
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    p.add_argument("--strategy", choices=("on", "off", "compare"), default="on",
+                   help="strategy calls in the flow: on, off, or compare (both runs on the same input)")
     try:  # the serving benchmarks (sse, latency) live with the serving layer
         from serving.bench import add_subcommands
     except ImportError:
@@ -50,11 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     except ImportError:
         return
     add_history(sub)
+    try:  # the strategy benchmark (Monte Carlo race simulations)
+        from strategy.bench import add_subcommands as add_strategy
+    except ImportError:
+        return
+    add_strategy(sub)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.bench == "pipeline":
-        result = bench_pipeline(args.races, args.laps, args.workers, args.seed, args.timeout)
+        result = bench_pipeline(args.races, args.laps, args.workers, args.seed, args.timeout, args.strategy)
     elif hasattr(args, "bench_func"):
         result = args.bench_func(args)
     else:
@@ -129,11 +137,11 @@ def _peak_rss_mb(proc: psutil.Process) -> float:
     return round(total, 1)
 
 
-def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: float) -> dict[str, Any]:
+def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: float, strategy: str = "on"
+                   ) -> dict[str, Any]:
+    """``strategy``: \"on\" (calls every lap), \"off\", or \"compare\" (both, one after the other)."""
     import redis
 
-    from dataflows.cli import flow_process
-    from dataflows.connectors.redis_sink import VERSION_KEY
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
     from simulator.producer import produce_many
@@ -160,35 +168,62 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
 
         client = redis.Redis.from_url(svc["redis_url"])
         expected: dict[str, int | None] = {sim.race_id: per_race.get(sim.race_id) for sim in sims}
-        spawn = time.perf_counter()
-        with flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], workers,
-                          os.environ.get("RACEWIRE_DATABASE_URL")) as proc:
-            ps = psutil.Process(proc.pid)
-            first: float | None = None
-            done_at: float | None = None
-            keys = [VERSION_KEY.format(r) for r in expected]
-            while time.perf_counter() - spawn < timeout:
-                versions = client.mget(keys)
-                now = time.perf_counter()
-                if first is None and any(v is not None for v in versions):
-                    first = now
-                if all(v is not None and int(v) >= (expected[r] or 1 << 62)
-                       for r, v in zip(expected, versions, strict=True)):
-                    done_at = now
-                    break
-                if proc.poll() is not None:
-                    raise RuntimeError(f"dataflow exited with code {proc.returncode}")
-                time.sleep(0.05)
-            peak = _peak_rss_mb(ps)  # VmHWM: the high-water mark, no polling needed
-        if done_at is None or first is None:
-            raise RuntimeError(f"the dataflow did not finish {races} races within {timeout} s")
-        seconds = done_at - first
-        eps = events / seconds
         ceiling = ceiling_n / ceiling_s if ceiling_s else 0.0
-        return {
-            "benchmark": "pipeline", "races": races, "laps": laps, "workers": workers, "events": events,
-            "seconds": round(seconds, 3), "startup_s": round(first - spawn, 3),
-            "events_per_s": round(eps), "events_per_s_per_worker": round(eps / workers),
-            "ceiling_events_per_s": round(ceiling), "ratio": round(eps / ceiling, 3) if ceiling else None,
-            "produce_s": round(produce_s, 2), "peak_rss_mb": peak, "cpus": os.cpu_count(),
-        }
+        common = {"benchmark": "pipeline", "races": races, "laps": laps, "workers": workers, "events": events,
+                  "ceiling_events_per_s": round(ceiling), "produce_s": round(produce_s, 2), "cpus": os.cpu_count()}
+        modes = [False, True] if strategy == "compare" else [strategy == "on"]
+        runs = {}
+        for on in modes:
+            for race_id in expected:  # each run starts from empty race state (the topics are re-read)
+                for key in client.scan_iter(f"race:{race_id}:*"):
+                    client.delete(key)
+            run = _run_flow(svc, client, expected, workers, on, timeout)
+            run["events_per_s"] = round(events / run["seconds"])
+            run["events_per_s_per_worker"] = round(events / run["seconds"] / workers)
+            run["ratio"] = round(events / run["seconds"] / ceiling, 3) if ceiling else None
+            runs["with_strategy" if on else "without_strategy"] = run
+        if len(runs) == 1:
+            return {**common, "strategy": strategy == "on", **next(iter(runs.values()))}
+        with_s, without = runs["with_strategy"], runs["without_strategy"]
+        return {**common, **runs,
+                "strategy_to_plain": round(with_s["events_per_s"] / without["events_per_s"], 3)}
+
+
+def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None], workers: int, strategy: bool,
+              timeout: float) -> dict[str, Any]:
+    """Run the race flow over the produced races until Redis reflects every input record."""
+    from dataflows.cli import flow_process
+    from dataflows.connectors.redis_sink import STRATEGY_KEY, VERSION_KEY
+
+    spawn = time.perf_counter()
+    with flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], workers,
+                      os.environ.get("RACEWIRE_DATABASE_URL"), strategy=strategy) as proc:
+        ps = psutil.Process(proc.pid)
+        first: float | None = None
+        done_at: float | None = None
+        keys = [VERSION_KEY.format(r) for r in expected]
+        while time.perf_counter() - spawn < timeout:
+            versions = client.mget(keys)
+            now = time.perf_counter()
+            if first is None and any(v is not None for v in versions):
+                first = now
+            if all(v is not None and int(v) >= (expected[r] or 1 << 62)
+                   for r, v in zip(expected, versions, strict=True)):
+                done_at = now
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"dataflow exited with code {proc.returncode}")
+            time.sleep(0.05)
+        peak = _peak_rss_mb(ps)  # VmHWM: the high-water mark, no polling needed
+        if done_at is None or first is None:
+            raise RuntimeError(f"the dataflow did not finish {len(expected)} races within {timeout} s")
+        out: dict[str, Any] = {"seconds": round(done_at - first, 3), "startup_s": round(first - spawn, 3),
+                               "peak_rss_mb": peak}
+        if strategy:  # every race has calls up to its last lap but one (the last call is after lap N-1)
+            time.sleep(0.5)
+            last = []
+            for race_id in expected:
+                calls = client.hvals(STRATEGY_KEY.format(race_id))
+                last.append(max((orjson.loads(c)["lap"] for c in calls), default=0))
+            out["calls_last_lap"] = min(last)
+        return out

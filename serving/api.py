@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from serving import graphql
-from serving.routes import drivers, health, history, ingest, races, simulations, stream
+from serving.routes import drivers, health, history, ingest, races, simulations, strategy, stream
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(races.router)
@@ -13,6 +13,8 @@ api_router.include_router(stream.router)
 api_router.include_router(drivers.router)
 api_router.include_router(history.router)
 api_router.include_router(ingest.router)
+api_router.include_router(strategy.races)
+api_router.include_router(strategy.router)  # before simulations: /simulations/race is a strategy route
 api_router.include_router(simulations.router)
 api_router.include_router(health.router)
 

@@ -118,6 +118,7 @@ def create_app(settings: Settings, options: ServingOptions | None = None) -> Fas
             {"name": "stream", "description": "Server-Sent Events with resume (`Last-Event-ID`)."},
             {"name": "ingest", "description": "Authenticated ingest of input records (API key)."},
             {"name": "simulations", "description": "Start, watch and stop simulated races (API key)."},
+            {"name": "strategy", "description": "Strategy calls, model predictions, Monte Carlo race simulations."},
             {"name": "ops", "description": "Health and Prometheus metrics."},
         ],
     )

@@ -21,7 +21,7 @@ import orjson
 from dataflows.connectors.redis_sink import BoardUpdate, RedisWriter
 from dataflows.race.driver import DriverState, DriverUpdate
 from dataflows.race.processor import RaceProcessor
-from schemas.model import Lap, Leaderboard, RaceEvent, Session
+from schemas.model import Lap, Leaderboard, RaceEvent, Recommendation, Session, Stint
 from serving.store import SESSION_KEY
 
 #: session time (ms) between telemetry batches fed to the processor: its clock ticks in these steps
@@ -31,7 +31,7 @@ TICK_MS = 250
 @dataclass(slots=True, frozen=True)
 class Output:
     ts_ms: int  # session time
-    item: BoardUpdate | RaceEvent
+    item: BoardUpdate | RaceEvent | Stint | Recommendation
 
 
 def session_document(session: Session) -> bytes:
@@ -41,12 +41,15 @@ def session_document(session: Session) -> bytes:
     return orjson.dumps(doc)
 
 
-def race_outputs(race_id: str, seed: int, laps: int, max_rate_hz: float = 4.0) -> tuple[Session, list[Output]]:
-    """Run a simulated race through the race logic; returns its session and its Redis outputs in order."""
+def race_outputs(race_id: str, seed: int, laps: int, max_rate_hz: float = 4.0, strategy: bool = False
+                 ) -> tuple[Session, list[Output]]:
+    """Run a simulated race through the race logic; returns its session and its Redis outputs in order
+    (with ``strategy``, stints and strategy calls too)."""
+    from dataflows.race.strategist import Strategist
     from simulator.race import RaceSimulator
 
     sim = RaceSimulator(race_id, seed, laps)
-    proc = RaceProcessor(race_id, max_rate_hz)
+    proc = RaceProcessor(race_id, max_rate_hz, strategist=Strategist() if strategy else None)
     drivers: dict[int, DriverState] = {}
     out: list[Output] = []
     batch: list[tuple[Any, Any]] = []
@@ -59,7 +62,7 @@ def race_outputs(race_id: str, seed: int, laps: int, max_rate_hz: float = 4.0) -
         for o in results:
             if isinstance(o, Leaderboard) and state is not None:
                 out.append(Output(now_ms, BoardUpdate(o, state.positions(), state.session.name)))
-            elif isinstance(o, RaceEvent):
+            elif isinstance(o, RaceEvent) or (strategy and isinstance(o, (Stint, Recommendation))):
                 out.append(Output(now_ms, o))
 
     for record in sim.records():

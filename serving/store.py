@@ -26,6 +26,8 @@ BOARD_KEY = "race:{}:leaderboard"
 EVENTS_KEY = "race:{}:events"
 UPDATES_KEY = "race:{}:updates"
 SESSION_KEY = "race:{}:session"
+STINTS_KEY = "race:{}:stints"
+STRATEGY_KEY = "race:{}:strategy"
 RACES_KEY = "races"
 
 #: how many known race ids a 404 message lists
@@ -193,6 +195,24 @@ class RaceStore:
     async def session(self, race_id: str) -> dict[str, Any] | None:
         raw = await self.client.get(SESSION_KEY.format(race_id))
         return None if raw is None else orjson.loads(raw)
+
+    async def _json_hash(self, key: str) -> dict[str, dict[str, Any]]:
+        raw = await self.client.hgetall(key)
+        out = {}
+        for field, value in raw.items():
+            try:
+                out[field.decode() if isinstance(field, bytes) else str(field)] = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                continue
+        return out
+
+    async def strategy_calls(self, race_id: str) -> list[dict[str, Any]]:
+        """Each car's latest strategy call (``race:{id}:strategy``)."""
+        return list((await self._json_hash(STRATEGY_KEY.format(race_id))).values())
+
+    async def stints(self, race_id: str) -> dict[str, dict[str, Any]]:
+        """Every stint's latest features, by ``driver:stint`` (``race:{id}:stints``)."""
+        return await self._json_hash(STINTS_KEY.format(race_id))
 
     async def last_event_id(self, race_id: str) -> StreamId:
         entries = await self.client.xrevrange(EVENTS_KEY.format(race_id), "+", "-", count=1)

@@ -114,6 +114,22 @@ def read_redis(client: Any, race_id: str) -> tuple[dict[str, Any], dict[int, lis
     return state, chart, events
 
 
+def read_strategy(client: Any, race_id: str) -> dict[str, Any]:
+    """Summary of the strategy calls the dataflow made: calls per lap, actions, the models used."""
+    from dataflows.connectors.redis_sink import STRATEGY_HISTORY_KEY
+
+    per_lap: dict[int, int] = {}
+    actions: dict[str, int] = {}
+    models: set[str] = set()
+    for raw in client.hvals(STRATEGY_HISTORY_KEY.format(race_id)):
+        call = json.loads(raw)
+        per_lap[call["lap"]] = per_lap.get(call["lap"], 0) + 1
+        actions[call["action"]] = actions.get(call["action"], 0) + 1
+        models.add(call["model"])
+    return {"calls_per_lap": {str(k): per_lap[k] for k in sorted(per_lap)}, "actions": actions,
+            "models": sorted(models)}
+
+
 def clear_race(client: Any, race_id: str) -> None:
     """Drop this race's keys (a rerun of the same race id starts clean); nothing else."""
     keys = list(client.scan_iter(match=f"race:{race_id}:*", count=1000))
@@ -199,9 +215,10 @@ def _run(source: ReportSource, speed: float | None, workers: int, timeout_s: flo
         _wait_final(client, source.race_id, count, proc, timeout_s)
         time.sleep(SETTLE_S)
         state, chart, events = read_redis(client, source.race_id)
+        calls = read_strategy(client, source.race_id)
     log.info("race %s final in Redis after %.1f s", source.race_id, time.monotonic() - started)
     client.close()
-    return build_report(source.race_id, source.codes(), state, chart, events)
+    return {**build_report(source.race_id, source.codes(), state, chart, events), "strategy": calls}
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:

@@ -16,7 +16,7 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from dataflows.connectors.kafka_source import MessageRef, RawKafkaSource, StubMessage, as_ref
 from dataflows.race.validate import validate
 from schemas.codec import INPUT_TOPICS, Codec, CodecError
-from schemas.model import DeadLetter, Lap, Leaderboard, RaceEvent
+from schemas.model import DeadLetter, Lap, Leaderboard, RaceEvent, Recommendation, Stint
 
 CodecFactory = Callable[[], Codec]
 
@@ -134,6 +134,9 @@ def dead_letter(rej: Rejected) -> DeadLetter:
     )
 
 
+_PER_DRIVER = (Stint, Recommendation)
+
+
 class Encoder:
     """Output objects → :class:`KafkaSinkMessage` for the output topics."""
 
@@ -148,8 +151,10 @@ class Encoder:
         if isinstance(item, DeadLetter):
             return KafkaSinkMessage(key=item.key, value=codec.encode(item.TOPIC, item),
                                     topic=item.TOPIC)
-        return KafkaSinkMessage(key=item.race_id.encode(), value=codec.encode(item.TOPIC, item),
-                                topic=item.TOPIC)
+        # per-driver outputs are keyed race_id:driver_number (the topic contract), the rest race_id
+        number = getattr(item, "driver_number", None) if isinstance(item, _PER_DRIVER) else None
+        key = item.race_id if number is None else f"{item.race_id}:{number}"
+        return KafkaSinkMessage(key=key.encode(), value=codec.encode(item.TOPIC, item), topic=item.TOPIC)
 
 
 def source_message(topic: str, key: str | bytes | None, value: bytes | None, partition: int = 0,

@@ -101,6 +101,8 @@ ON CONFLICT (race_id, driver_number, stint) DO UPDATE SET
     compound = EXCLUDED.compound, start_lap = EXCLUDED.start_lap, end_lap = EXCLUDED.end_lap,
     length = EXCLUDED.length, open = EXCLUDED.open, payload = EXCLUDED.payload
 WHERE stints.payload IS DISTINCT FROM EXCLUDED.payload
+  -- only forward: a later lap, or the closed version of the same lap (replays arrive in any order)
+  AND (EXCLUDED.end_lap, NOT EXCLUDED.open) >= (stints.end_lap, NOT stints.open)
 """
 
 # a race's status from its latest snapshot; creates the row when the session is not stored yet
@@ -192,7 +194,10 @@ class PgWriter:
             elif isinstance(item, Session):
                 sessions[item.race_id] = item
             elif isinstance(item, Stint):
-                stints[(item.race_id, item.driver_number, item.stint)] = item
+                key = (item.race_id, item.driver_number, item.stint)
+                seen_stint = stints.get(key)
+                if seen_stint is None or (item.end_lap, not item.open) >= (seen_stint.end_lap, not seen_stint.open):
+                    stints[key] = item
             else:
                 board = _board_of(item)
                 if board is None:

@@ -13,6 +13,11 @@ Layout per race (``{id}`` = race id):
 - ``race:{id}:updates``: capped stream of leaderboard versions (for live pushes).
 - ``race:{id}:session``: JSON of the race's session (entry list, track outline, laps).
 - ``race:{id}:lapchart``: hash lap → JSON list of driver numbers in crossing order at that lap.
+- ``race:{id}:stints``: hash ``driver:stint`` → JSON of the stint's latest features.
+- ``race:{id}:strategy``: hash driver → JSON of the car's latest strategy call
+  (:class:`~schemas.model.Recommendation`). Both only move forward: a write older than the stored
+  value (an earlier lap, or an open version of a stint already closed) is ignored.
+- ``race:{id}:strategy:history``: hash ``lap:driver`` → JSON of every call made (one per car and lap).
 - commentary lines go to the events stream too, with type ``COMMENTARY``.
 - ``races``: hash race id → JSON summary (name, lap, status), for the race list.
 """
@@ -26,7 +31,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.race.processor import LapChart
-from schemas.model import Commentary, Leaderboard, RaceEvent, Session
+from schemas.model import Commentary, Leaderboard, RaceEvent, Recommendation, Session, Stint
 
 STATE_KEY = "race:{}:state"
 VERSION_KEY = "race:{}:version"
@@ -36,6 +41,9 @@ EVENT_IDS_KEY = "race:{}:event_ids"
 UPDATES_KEY = "race:{}:updates"
 SESSION_KEY = "race:{}:session"
 LAPCHART_KEY = "race:{}:lapchart"
+STINTS_KEY = "race:{}:stints"
+STRATEGY_KEY = "race:{}:strategy"
+STRATEGY_HISTORY_KEY = "race:{}:strategy:history"
 RACES_KEY = "races"
 
 # KEYS: state, version, board, updates, races ; ARGV: version, json, race_id, summary, maxlen, zadd...
@@ -66,6 +74,19 @@ return added
 """
 
 
+# KEYS: hash, its order hash ; ARGV: triples field, order, json. Keeps the value with the highest order.
+_PUT_NEWER = """
+for i = 1, #ARGV, 3 do
+  local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) >= cur then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
+"""
+
+
 def leaderboard_document(board: Leaderboard, positions: dict[int, tuple[float, float]] | None = None
                          ) -> dict[str, Any]:
     doc = board.to_dict()
@@ -89,6 +110,7 @@ class RedisWriter:
         self.client = redis.Redis.from_url(url)
         self._put_state = self.client.register_script(_PUT_STATE)
         self._add_events = self.client.register_script(_ADD_EVENTS)
+        self._put_newer = self.client.register_script(_PUT_NEWER)
         self.events_maxlen = events_maxlen
         self.updates_maxlen = updates_maxlen
 
@@ -97,9 +119,23 @@ class RedisWriter:
         events: dict[str, list[RaceEvent | Commentary]] = {}
         sessions: dict[str, Session] = {}
         charts: dict[str, dict[int, list[int]]] = {}
+        # (key template, race) → field → (order, record): the newest of this batch per field
+        newer: dict[tuple[str, str], dict[str, tuple[int, Stint | Recommendation]]] = {}
+        history: dict[str, dict[str, Recommendation]] = {}
         for item in items:
             if isinstance(item, LapChart):
                 charts.setdefault(item.race_id, {})[item.lap] = item.order
+                continue
+            if isinstance(item, (Stint, Recommendation)):
+                if isinstance(item, Recommendation):
+                    history.setdefault(item.race_id, {})[f"{item.lap}:{item.driver_number}"] = item
+                if isinstance(item, Stint):
+                    slot, order = (STINTS_KEY, f"{item.driver_number}:{item.stint}"), 2 * item.end_lap + (not item.open)
+                else:
+                    slot, order = (STRATEGY_KEY, str(item.driver_number)), item.lap
+                fields = newer.setdefault((slot[0], item.race_id), {})
+                if slot[1] not in fields or order >= fields[slot[1]][0]:
+                    fields[slot[1]] = (order, item)
                 continue
             if isinstance(item, (RaceEvent, Commentary)):
                 events.setdefault(item.race_id, []).append(item)
@@ -120,6 +156,15 @@ class RedisWriter:
             pipe.set(SESSION_KEY.format(race_id), orjson.dumps(doc))
         for race_id, laps in charts.items():
             pipe.hset(LAPCHART_KEY.format(race_id), mapping={lap: orjson.dumps(order) for lap, order in laps.items()})
+        for (template, race_id), fields in newer.items():
+            key = template.format(race_id)
+            triples: list[Any] = []
+            for field_name, (order, record) in fields.items():
+                triples += [field_name, order, orjson.dumps(record.to_dict())]
+            self._put_newer(keys=[key, key + ":order"], args=triples, client=pipe)
+        for race_id, calls in history.items():
+            pipe.hset(STRATEGY_HISTORY_KEY.format(race_id),
+                      mapping={k: orjson.dumps(c.to_dict()) for k, c in calls.items()})
         for race_id, evs in events.items():
             args: list[Any] = [self.events_maxlen]
             for e in evs:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schemas.model import Lap
+from dataflows.race.stints import StintTracker
+from schemas.model import Lap, Stint
 
 
 @dataclass(slots=True, frozen=True)
@@ -25,6 +26,8 @@ class DriverUpdate:
     stint: int
     compound: str | None
     tyre_age: int | None
+    #: the stint closed by this lap (if it started a new one), then the current stint's features
+    stints: tuple[Stint, ...] = ()
 
     @property
     def race_id(self) -> str:
@@ -60,6 +63,7 @@ class DriverState:
     tyre_age: int | None = None
     pending_in_lap: int | None = None
     seen: set[str] = field(default_factory=set)
+    stint_tracker: StintTracker = field(default_factory=StintTracker)
 
     def update(self, lap: Lap) -> DriverUpdate | Rejection | None:
         """Apply one lap; ``None`` for an exact retry (same ``event_id``), which is harmless."""
@@ -98,6 +102,10 @@ class DriverState:
                 self.stint += 1
             self.compound = lap.compound
         self.tyre_age = lap.tyre_age
+        stints = self.stint_tracker.update(
+            lap.race_id, lap.driver_number, lap.lap, lap.lap_time_ms, compound=self.compound,
+            tyre_age=lap.tyre_age, stint=self.stint, pit_in=lap.pit_in, pit_out=lap.pit_out,
+            neutralised=lap.track_status.neutralised)
         return DriverUpdate(
             lap=lap,
             last_lap_ms=self.last_lap_ms,
@@ -108,4 +116,5 @@ class DriverState:
             stint=self.stint,
             compound=self.compound,
             tyre_age=self.tyre_age,
+            stints=tuple(stints),
         )

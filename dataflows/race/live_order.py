@@ -6,9 +6,11 @@ so two cars side by side, whose reported positions jitter around each other, do 
 burst of swaps. A lap completion is exact and re-syncs the car without hysteresis.
 
 >>> o = LiveOrder([1, 2], hysteresis=0.002)
->>> o.update(2, 0.5005); o.update(1, 0.5); o.order   # 2 leads by less than the hysteresis
+>>> _ = o.update(1, 0.5), o.update(2, 0.5005)   # 2 leads by less than the hysteresis
+>>> o.order
 [1, 2]
->>> o.update(2, 0.503); o.order
+>>> _ = o.update(2, 0.503)
+>>> o.order
 [2, 1]
 """
 

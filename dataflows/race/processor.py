@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dataflows.race.driver import Rejection
+from dataflows.race.driver import DriverUpdate, Rejection
 from dataflows.race.state import RaceState
-from schemas.model import Leaderboard, RaceEvent, Session
+from dataflows.race.strategist import Strategist
+from schemas.model import Leaderboard, RaceEvent, Recommendation, Session, Stint
 
 #: records held for a race whose session has not arrived yet; beyond this they are rejected
 MAX_PENDING = 500_000
@@ -41,7 +42,7 @@ class LapChart:
     order: list[int]
 
 
-Output = Leaderboard | RaceEvent | Rejected | LapChart
+Output = Leaderboard | RaceEvent | Rejected | LapChart | Stint | Recommendation
 
 
 @dataclass(slots=True)
@@ -89,12 +90,17 @@ class RaceProcessor:
     throttle: Throttle = field(init=False)
     #: turns a message reference into one that may be kept (pickled) while records wait
     keep_ref: Any = field(default=None, repr=False)
+    #: strategy calls at the end of every lap (None: no calls)
+    strategist: Strategist | None = None
 
     def __post_init__(self) -> None:
         self.throttle = Throttle(1.0 / self.max_rate_hz)
 
     def on_batch(self, items: Iterable[tuple[Any, Any]], now_s: float) -> list[Output]:
-        """Apply ``(record, ref)`` pairs; returns events, rejections and at most one snapshot."""
+        """Apply ``(record, ref)`` pairs; returns events, rejections and at most one snapshot.
+
+        ``now_s`` is wall-clock (monotonic) time: it paces telemetry snapshots and bounds how long
+        strategy calls wait for a car missing from the end of a lap."""
         out: list[Output] = []
         for record, ref in items:
             state = self.state
@@ -116,9 +122,16 @@ class RaceProcessor:
                 out.append(Rejected(result, ref))
             else:
                 out.extend(result)
+                if isinstance(record, DriverUpdate):
+                    out.extend(record.stints)
+                    if self.strategist is not None:
+                        self.strategist.observe(record)
         if self.state is not None:
             out.extend(self.state.settle())
             out.extend(LapChart(self.race_id, lap, order) for lap, order in self.state.take_lap_charts().items())
+            if self.strategist is not None:
+                for lap in self.state.strategy_laps(now_s):
+                    out.extend(self.strategist.calls(self.state, lap))
         out.extend(self._snapshot(now_s))
         return out
 
@@ -136,15 +149,24 @@ class RaceProcessor:
         return []
 
     def on_notify(self, now_s: float) -> list[Output]:
-        """Trailing edge of the telemetry throttle."""
+        """Trailing edge of the telemetry throttle, and strategy calls for a lap that stopped
+        waiting for a missing car."""
         state = self.state
-        if state is not None and state.order_dirty and self.throttle.due(now_s):
+        if state is None:
+            return []
+        out: list[Output] = []
+        if self.strategist is not None:
+            for lap in state.strategy_laps(now_s):
+                out.extend(self.strategist.calls(state, lap))
+        if state.order_dirty and self.throttle.due(now_s):
             state.order_dirty = False
-            return [state.leaderboard("telemetry")]
-        return []
+            out.append(state.leaderboard("telemetry"))
+        return out
 
     def notify_at_s(self) -> float | None:
         state = self.state
-        if state is None or not state.order_dirty:
+        if state is None:
             return None
-        return self.throttle.deadline()
+        deadlines = [state.strategy_deadline_s() if self.strategist is not None else None,
+                     self.throttle.deadline() if state.order_dirty else None]
+        return min((d for d in deadlines if d is not None), default=None)

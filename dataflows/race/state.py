@@ -47,6 +47,9 @@ from schemas.model import (
 #: default hysteresis of the live order, metres (two cars side by side are < 5 m apart)
 HYSTERESIS_M = 15.0
 _FALLBACK_TRACK_M = 5000
+#: wall-clock seconds the strategy calls for a lap wait for a car missing from its end once the
+#: leader is two laps further on (see :meth:`RaceState.strategy_laps`)
+STRAGGLER_GRACE_S = 15.0
 
 
 @dataclass(slots=True)
@@ -100,6 +103,12 @@ class RaceState:
         self.version = 0
         self.ts_ms = 0
         self.emitted: set[str] = set()
+        #: the last lap handed out by :meth:`strategy_laps`
+        self._strategy_lap = 0
+        #: (lap, cars that had completed it, wall-clock s) while a lap waits for missing cars
+        self._strategy_waiting: tuple[int, int, float] | None = None
+        #: cars the calls stopped waiting for, with their lap count then
+        self._silent: dict[int, int] = {}
         #: laps whose order at the timing line changed since last taken (see ``take_lap_charts``)
         self.lap_charts_dirty: set[int] = set()
         #: set when something at the timing line changed since the last snapshot
@@ -386,6 +395,78 @@ class RaceState:
             out.extend(self._settle_finishers(watermark))
         return out
 
+    def strategy_laps(self, now_s: float) -> list[int]:
+        """Laps newly complete for strategy calls, oldest first, each returned once.
+
+        Lap N is complete when the leader has finished it (before the chequered flag, N below the
+        race distance) and every car still running has crossed the line at its end or is known to
+        be a lap down (the leader's lap N+1 crossing is behind the watermark, see :meth:`settle`).
+        So the state the calls see is the state at the end of lap N, whatever order the partitions
+        were read in.
+
+        A car that stops without a retirement message would hold the calls back for ever, and from
+        the records alone it looks just like a car whose partition is read late (in a fast replay
+        one partition can run laps ahead of another). So the calls go ahead without the missing
+        cars only when both hold: the leader has completed lap N+2, and nothing has completed lap N
+        for :data:`STRAGGLER_GRACE_S` seconds of wall-clock time (``now_s``); a late partition
+        catches up within that, a stopped car does not. Such a car is not waited for again (nor
+        holds back the lapped-car test) until it crosses the line once more.
+        :meth:`strategy_deadline_s` says when to look again if nothing else arrives.
+        """
+        out: list[int] = []
+        total = self.session.total_laps
+        while True:
+            n = self._strategy_lap + 1
+            line = self.timing.by_lap.get(n)
+            if n >= total or not line:
+                break
+            if self.chequered_ms is not None and line[0][0] >= self.chequered_ms:
+                break
+            if not self._lap_complete(n):
+                if not self.timing.by_lap.get(n + 2):
+                    self._strategy_waiting = None
+                    break
+                crossed = len(line)
+                if self._strategy_waiting is None or self._strategy_waiting[:2] != (n, crossed):
+                    self._strategy_waiting = (n, crossed, now_s)  # (re)start the grace period
+                if now_s - self._strategy_waiting[2] < STRAGGLER_GRACE_S:
+                    break
+                # given up on: not waited for again until they cross the line once more
+                self._silent.update((c, self.timing.cars[c].laps) for c in self._missing(n))
+            self._strategy_waiting = None
+            out.append(n)
+            self._strategy_lap = n
+        return out
+
+    def strategy_deadline_s(self) -> float | None:
+        """When :meth:`strategy_laps` gives up waiting for a car missing from the end of a lap."""
+        waiting = self._strategy_waiting
+        return None if waiting is None else waiting[2] + STRAGGLER_GRACE_S
+
+    def gone_silent(self, number: int) -> bool:
+        """True for a car the strategy calls stopped waiting for (see :meth:`strategy_laps`) that has
+        not crossed the line since."""
+        tc = self.timing.cars.get(number)
+        return tc is not None and self._silent.get(number) == tc.laps
+
+    def _missing(self, n: int) -> list[int]:
+        """Running cars that have not crossed the line at the end of lap ``n`` (nor been given up on)."""
+        return [number for number, tc in self.timing.cars.items()
+                if tc.laps < n and tc.retired_ms is None and number not in self.finished
+                and not self.gone_silent(number)]
+
+    def _lap_complete(self, n: int) -> bool:
+        following = self.timing.by_lap.get(n + 1)
+        watermark: float | None = None
+        for _number in self._missing(n):
+            if following is None:
+                return False
+            if watermark is None:
+                watermark = self._watermark(self._silent)
+            if following[0][0] >= watermark:
+                return False  # not yet known whether this car is a lap down
+        return True
+
     def take_lap_charts(self) -> dict[int, list[int]]:
         """Order at the timing line of each lap that changed: the cars that completed it, by
         crossing time (the lap chart)."""
@@ -393,11 +474,12 @@ class RaceState:
         self.lap_charts_dirty.clear()
         return charts
 
-    def _watermark(self) -> float:
-        """Every lap completed before this instant has arrived."""
+    def _watermark(self, silent: dict[int, int] | None = None) -> float:
+        """Every lap completed before this instant has arrived (cars in ``silent`` whose lap count
+        has not moved since are left out)."""
         bound = float("inf")
         for n, tc in self.timing.cars.items():
-            if n in self.finished:
+            if n in self.finished or (silent and silent.get(n) == tc.laps):
                 continue
             if tc.retired_ms is not None and (tc.retired_on_lap is None or tc.laps >= tc.retired_on_lap - 1):
                 continue

@@ -27,6 +27,8 @@
     chartUserSet: false,
     retryTimer: null,
     feedCount: 0,
+    strategy: null,        // latest /strategy answer
+    strategyLap: -1,       // laps completed by the leader when it was fetched
   };
 
   // --------------------------------------------------------------------------------- formatting
@@ -87,6 +89,8 @@
     state.chartSel.clear(); state.chartUserSet = false; state.feedCount = 0;
     $("#tower tbody").innerHTML = ""; $("#feed").innerHTML = ""; $("#map").innerHTML = "";
     $("#hero").hidden = true; $("#fastest").hidden = true;
+    $("#strategy tbody").innerHTML = ""; $("#strategy-focus").hidden = true; $("#strategy-model").textContent = "";
+    state.strategy = null; state.strategyLap = -1;
     params.set("race", raceId);
     history.replaceState(null, "", `?${params}`);
     setConn("connecting", "connecting");
@@ -168,6 +172,7 @@
     recordHistory(b, prev);
     updateCars(b);
     renderChart();
+    loadStrategy();
   }
 
   function renderTower(b) {
@@ -252,7 +257,7 @@
       const row = [...state.rowsEl.values()].find((tr) => tr.dataset.code === code);
       if (row && window.innerWidth < 1000) row.scrollIntoView({ block: "nearest" });
     }
-    renderChips(); renderChart();
+    renderChips(); renderChart(); renderStrategy();
   }
 
   // --------------------------------------------------------------------------------- track map
@@ -440,6 +445,69 @@
       ctx.fillStyle = s.colour; ctx.fillText(s.code, Math.min(X(ll) + 4, w - 30), Y(lv) - 4);
       ctx.fillStyle = "#8a92a6";
     }
+  }
+
+  // --------------------------------------------------------------------------------- strategy
+  // The dataflow publishes one call per car after every lap; fetch them when the leader completes a lap.
+  const CALLS = { BOX_THIS_LAP: "BOX NOW", BOX_IN_WINDOW: "BOX", STAY_OUT: "STAY OUT", NO_CALL: "–" };
+  const pct = (p) => (p == null ? "" : `${Math.round(p * 100)}%`);
+
+  async function loadStrategy() {
+    const b = state.board;
+    const done = b && b.rows && b.rows.length ? Math.max(...b.rows.map((r) => r.laps || 0)) : 0;
+    if (done === state.strategyLap || !state.raceId) return;
+    state.strategyLap = done;
+    const raceId = state.raceId;
+    try {
+      const s = await getJSON(`/api/races/${encodeURIComponent(raceId)}/strategy`);
+      if (raceId === state.raceId) { state.strategy = s; renderStrategy(); }
+    } catch (e) { /* no calls yet */ }
+  }
+
+  function callText(c) {
+    if (c.action === "BOX_THIS_LAP") return `<span class="call call-BOX_THIS_LAP">BOX NOW</span>${esc(c.compound || "")}`;
+    if (c.action === "BOX_IN_WINDOW") {
+      const w = c.pit_window_start === c.pit_window_end ? `L${c.pit_window_start}` : `L${c.pit_window_start}–${c.pit_window_end}`;
+      return `<span class="call call-BOX_IN_WINDOW">BOX</span>${w}${c.compound ? ` → ${esc(c.compound)}` : ""}`;
+    }
+    return `<span class="call call-${esc(c.action)}">${CALLS[c.action] || esc(c.action)}</span>`;
+  }
+
+  function renderStrategy() {
+    const s = state.strategy;
+    if (!s) return;
+    const calls = new Map((s.calls || []).map((c) => [c.driver_number, c]));
+    const order = state.board && state.board.rows ? state.board.rows.map((r) => r.driver_number) : [...calls.keys()];
+    const tbody = $("#strategy tbody");
+    tbody.innerHTML = "";
+    for (const n of order) {
+      const c = calls.get(n);
+      if (!c) continue;
+      const d = state.drivers.get(n) || {};
+      const row = (state.board && state.board.rows || []).find((r) => r.driver_number === n) || {};
+      const code = row.code || d.code || String(n);
+      const tr = el("tr");
+      tr.dataset.code = code;
+      tr.title = c.explanation || "";
+      const threat = c.undercut_threat;
+      tr.innerHTML = `<td class="c-drv"><span class="teambar" style="background:${colour(row.team_colour || d.team_colour)}"></span>${esc(code)}</td>
+        <td class="c-call">${callText(c)}</td>
+        <td class="c-pct"><span class="threat${threat >= 0.5 ? " high" : ""}">${pct(threat)}</span></td>
+        <td class="c-pct">${pct(c.overcut_chance)}</td>
+        <td class="c-exp">${c.expected_position == null ? "" : c.expected_position.toFixed(1)}</td>`;
+      tr.classList.toggle("followed", code === state.follow);
+      tr.addEventListener("click", () => setFollow(code === state.follow ? null : code));
+      tbody.append(tr);
+    }
+    $("#strategy-lap").textContent = s.lap ? `after lap ${s.lap}` : "calls after each lap";
+    $("#strategy-model").textContent = s.model ? `model: ${s.model}` : "";
+    const focusRow = [...calls.values()].find((c) => {
+      const r = (state.board && state.board.rows || []).find((x) => x.driver_number === c.driver_number);
+      return r && r.code === state.follow;
+    });
+    const focus = $("#strategy-focus");
+    focus.hidden = !focusRow;
+    if (focusRow) focus.textContent = `${state.follow}: ${focusRow.explanation}`;
   }
 
   // --------------------------------------------------------------------------------- events feed

@@ -56,7 +56,19 @@ def test_classification_fastest_lap_and_pit_stops(bahrain: dict[str, Any], share
 
 def test_report_shape(bahrain: dict[str, Any]) -> None:
     assert set(bahrain) == {"race_id", "laps", "classification", "fastest_lap", "last_lap_hero",
-                            "pit_stops", "overtakes"}
+                            "pit_stops", "overtakes", "strategy"}
     assert bahrain["laps"]["1"][:2] == ["LEC", "VER"]
     assert bahrain["last_lap_hero"]["lap"] == 57
     assert {o["kind"] for o in bahrain["overtakes"]} <= {"ON_TRACK", "PIT", "RETIREMENT"}
+
+
+def test_strategy_calls_for_every_running_car_after_every_lap(bahrain: dict[str, Any]) -> None:
+    """Lap 1 to 56 (no call after the last lap): one call per car still running at the end of the lap."""
+    per_lap = {int(k): v for k, v in bahrain["strategy"]["calls_per_lap"].items()}
+    assert sorted(per_lap) == list(range(1, 57))
+    cars_on_lap = {int(lap): len(order) for lap, order in bahrain["laps"].items()}
+    for lap, n in per_lap.items():
+        # every car that completed the lap, plus any lapped car still running behind
+        assert cars_on_lap[lap] <= n <= 20, (lap, n, cars_on_lap[lap])
+    assert all(m.startswith("montecarlo") for m in bahrain["strategy"]["models"])
+    assert bahrain["strategy"]["actions"].get("BOX_THIS_LAP", 0) > 0

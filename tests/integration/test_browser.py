@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from dataflows.connectors.redis_sink import RedisWriter
+from dataflows.connectors.redis_sink import BoardUpdate, RedisWriter
 from infra.settings import Settings
 from schemas.model import RaceEvent
 from serving.app import ServingOptions, create_app
@@ -68,8 +68,8 @@ def _snapshot(page: Any) -> dict[str, Any]:
 def test_live_race_in_the_browser(browser: Any, redis_url: str, redis_client: redis.Redis,
                                   unique_race_id: str) -> None:
     race_id = unique_race_id
-    session, outputs = race_outputs(race_id, seed=11, laps=3)
-    final = [o.item.board for o in outputs if not isinstance(o.item, RaceEvent)][-1]
+    session, outputs = race_outputs(race_id, seed=11, laps=3, strategy=True)
+    final = [o.item.board for o in outputs if isinstance(o.item, BoardUpdate)][-1]
     assert final.hero is not None
     follow = final.rows[5].code
     speed = outputs[-1].ts_ms / 1000 / RACE_SECONDS
@@ -130,6 +130,9 @@ def test_live_race_in_the_browser(browser: Any, redis_url: str, redis_client: re
             assert samples[-1]["conn"] == "live"
             assert samples[-1]["lap"] == "LAP 3/3"
             assert samples[-1]["feed"] > 5
+            # the strategy panel holds the calls made after lap 2 (the last before the flag)
+            page.wait_for_function("document.querySelectorAll('#strategy tbody tr').length >= 18", timeout=10_000)
+            assert page.inner_text("#strategy-lap") == "after lap 2"
 
             page.screenshot(path=str(ARTIFACTS / "leaderboard.png"), full_page=True)
 

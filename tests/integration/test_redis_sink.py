@@ -67,3 +67,28 @@ def test_an_older_version_never_overwrites_a_newer_one(
     doc = json.loads(redis_client.get(STATE_KEY.format(unique_race_id)) or b"{}")
     assert doc["version"] == boards[-1].board.version
     redis_client.hdel("races", unique_race_id)
+
+
+def test_stints_and_strategy_calls_only_move_forward(redis_client: redis.Redis, redis_url: str,
+                                                     unique_race_id: str) -> None:
+    from dataflows.connectors.redis_sink import STINTS_KEY, STRATEGY_KEY
+    from schemas.model import Recommendation, Stint
+
+    rid = unique_race_id
+
+    def stint(end: int, open_: bool) -> Stint:
+        return Stint(rid, 44, 1, "SOFT", 1, end, end, 0, end - 1, open_, 95_000)
+
+    def call(lap: int) -> Recommendation:
+        return Recommendation(f"{rid}:rec:44:{lap}", rid, 44, lap, "STAY_OUT")
+
+    writer = RedisWriter(redis_url)
+    writer.write([stint(10, True), stint(12, False), call(11), call(12)])
+    writer.write([stint(12, True), stint(11, True), call(10)])  # older versions, replayed late
+    got_stint = json.loads(redis_client.hget(STINTS_KEY.format(rid), "44:1") or b"{}")
+    assert (got_stint["end_lap"], got_stint["open"]) == (12, False)
+    assert json.loads(redis_client.hget(STRATEGY_KEY.format(rid), "44") or b"{}")["lap"] == 12
+    writer.write([stint(12, False), call(13)])
+    assert json.loads(redis_client.hget(STRATEGY_KEY.format(rid), "44") or b"{}")["lap"] == 13
+    redis_client.delete(STINTS_KEY.format(rid), STINTS_KEY.format(rid) + ":order",
+                        STRATEGY_KEY.format(rid), STRATEGY_KEY.format(rid) + ":order")

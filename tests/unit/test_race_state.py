@@ -6,6 +6,7 @@ import itertools
 
 from dataflows.race.driver import DriverState, Rejection
 from dataflows.race.processor import Rejected, Throttle
+from dataflows.race.state import STRAGGLER_GRACE_S
 from dataflows.race.validate import validate
 from schemas.model import ControlKind, Lap, Leaderboard, Telemetry, TrackStatus
 from tests.unit.race_builder import Race
@@ -336,3 +337,76 @@ def test_fastest_lap_event_waits_until_no_earlier_lap_can_arrive() -> None:
     assert r.events("FASTEST_LAP") == []  # ...the event waits: car 2 may still cross before 90 s
     r.tel(2, 90_250, 1, 0.99)  # car 2 is seen still on lap 1 after 90 s
     assert [e.driver_number for e in r.events("FASTEST_LAP")] == [1]
+
+
+def _strategy_laps(r: Race, later_s: float = 0.0) -> list[int]:
+    return r.state.strategy_laps(r.now + later_s)  # type: ignore[no-any-return]
+
+
+def test_a_lap_is_complete_for_strategy_when_every_running_car_has_crossed() -> None:
+    r = Race(cars=3, laps=10)
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 90_500)
+    assert _strategy_laps(r) == []
+    r.lap(3, 1, 91_000)
+    assert _strategy_laps(r) == [1]
+    assert _strategy_laps(r) == []  # each lap once
+
+
+def test_a_lapped_car_does_not_hold_the_lap_back_once_the_watermark_passes() -> None:
+    r = Race(cars=3, laps=10)
+    for n, t in ((1, 90_000), (2, 90_500), (3, 120_000)):
+        r.lap(n, 1, t)
+    assert _strategy_laps(r) == [1]
+    r.lap(1, 2, 180_000)
+    r.lap(2, 2, 180_500)
+    assert _strategy_laps(r) == []  # car 3 has not crossed lap 2, and nothing says it is a lap down
+    r.lap(1, 3, 270_000)
+    r.lap(2, 3, 270_500)
+    assert _strategy_laps(r) == []  # watermark: car 3 last seen at 120 s, leader's lap 3 at 270 s
+    r.lap(3, 2, 275_000)  # car 3 crosses lap 2 after the leader's lap 3: one lap down
+    assert _strategy_laps(r) == [2]
+
+
+def test_retired_cars_are_not_waited_for_and_nothing_after_the_flag() -> None:
+    r = Race(cars=3, laps=3)
+    r.lap(1, 1, 90_000)
+    r.lap(2, 1, 90_500)
+    r.control(100_000, ControlKind.RETIREMENT, driver=3)
+    assert _strategy_laps(r) == [1]
+    r.lap(1, 2, 180_000)
+    r.lap(2, 2, 180_400)
+    assert _strategy_laps(r) == [2]
+    r.lap(1, 3, 270_000)
+    r.lap(2, 3, 270_400)
+    assert _strategy_laps(r) == []  # lap 3 is the last lap: no calls
+
+
+def test_a_car_that_stops_silently_holds_the_calls_back_two_laps_and_a_grace_period_at_most() -> None:
+    r = Race(cars=3, laps=10)
+    for n, t in ((1, 90_000), (2, 90_500), (3, 91_000)):
+        r.lap(n, 1, t)
+    assert _strategy_laps(r) == [1]
+    r.lap(1, 2, 180_000)
+    r.lap(2, 2, 180_500)  # car 3 stops on track; no retirement message
+    r.lap(1, 3, 270_000)
+    assert _strategy_laps(r, later_s=60) == []  # the leader is only one lap further on
+    r.lap(1, 4, 360_000)
+    assert _strategy_laps(r) == []  # its partition may just be late: wait a little (wall clock)
+    assert r.state.strategy_deadline_s() == r.now + STRAGGLER_GRACE_S
+    assert _strategy_laps(r, later_s=STRAGGLER_GRACE_S - 0.5) == []
+    assert _strategy_laps(r, later_s=STRAGGLER_GRACE_S) == [2]
+    assert r.state.strategy_deadline_s() is None
+
+
+def test_cars_read_laps_late_are_waited_for_not_left_out() -> None:
+    """A fast replay: the leader's partition is read three laps ahead of the others'."""
+    r = Race(cars=3, laps=10)
+    for lap in (1, 2, 3):
+        r.lap(1, lap, lap * 90_000)
+    assert _strategy_laps(r) == []
+    r.lap(2, 1, 90_500)
+    assert _strategy_laps(r, later_s=STRAGGLER_GRACE_S - 1) == []  # car 2's crossing restarted the wait
+    r.lap(3, 1, 91_000)
+    assert _strategy_laps(r) == [1]
+    assert r.state.strategy_deadline_s() is None  # lap 2: the leader is not two laps further on

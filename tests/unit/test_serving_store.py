@@ -7,7 +7,8 @@ from serving import store
 
 
 def test_key_formats_match_the_sink() -> None:
-    for name in ("STATE_KEY", "VERSION_KEY", "BOARD_KEY", "EVENTS_KEY", "UPDATES_KEY", "RACES_KEY"):
+    for name in ("STATE_KEY", "VERSION_KEY", "BOARD_KEY", "EVENTS_KEY", "UPDATES_KEY", "RACES_KEY", "STINTS_KEY",
+                 "STRATEGY_KEY"):
         assert getattr(store, name) == getattr(redis_sink, name), name
     if hasattr(redis_sink, "SESSION_KEY"):
         assert store.SESSION_KEY == redis_sink.SESSION_KEY

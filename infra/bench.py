@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -43,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     p.add_argument("--strategy", choices=("on", "off", "compare"), default="on",
                    help="strategy calls in the flow: on, off, or compare (both runs on the same input)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs of the flow per mode (compare alternates off/on); figures are medians")
     try:  # the serving benchmarks (sse, latency) live with the serving layer
         from serving.bench import add_subcommands
     except ImportError:
@@ -62,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.bench == "pipeline":
-        result = bench_pipeline(args.races, args.laps, args.workers, args.seed, args.timeout, args.strategy)
+        result = bench_pipeline(args.races, args.laps, args.workers, args.seed, args.timeout, args.strategy,
+                                args.repeat)
     elif hasattr(args, "bench_func"):
         result = args.bench_func(args)
     else:
@@ -137,9 +141,12 @@ def _peak_rss_mb(proc: psutil.Process) -> float:
     return round(total, 1)
 
 
-def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: float, strategy: str = "on"
-                   ) -> dict[str, Any]:
-    """``strategy``: \"on\" (calls every lap), \"off\", or \"compare\" (both, one after the other)."""
+def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: float, strategy: str = "on",
+                   repeat: int = 1) -> dict[str, Any]:
+    """``strategy``: \"on\" (calls every lap), \"off\", or \"compare\" (both, alternating).
+
+    ``repeat``: runs per mode over the same input; each figure is the median over them (on a small
+    shared machine one run can be 20% off its neighbour), and ``runs_s`` lists every run."""
     import redis
 
     from infra.topics import create_topics
@@ -172,12 +179,19 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
         common = {"benchmark": "pipeline", "races": races, "laps": laps, "workers": workers, "events": events,
                   "ceiling_events_per_s": round(ceiling), "produce_s": round(produce_s, 2), "cpus": os.cpu_count()}
         modes = [False, True] if strategy == "compare" else [strategy == "on"]
+        done: dict[bool, list[dict[str, Any]]] = {on: [] for on in modes}
+        for _ in range(max(1, repeat)):
+            for on in modes:
+                for race_id in expected:  # each run starts from empty race state (the topics are re-read)
+                    for key in client.scan_iter(f"race:{race_id}:*"):
+                        client.delete(key)
+                done[on].append(_run_flow(svc, client, expected, workers, on, timeout))
         runs = {}
-        for on in modes:
-            for race_id in expected:  # each run starts from empty race state (the topics are re-read)
-                for key in client.scan_iter(f"race:{race_id}:*"):
-                    client.delete(key)
-            run = _run_flow(svc, client, expected, workers, on, timeout)
+        for on, results in done.items():
+            run = {k: statistics.median(r[k] for r in results) for k in ("seconds", "startup_s", "peak_rss_mb")}
+            if on:
+                run["calls_last_lap"] = min(r["calls_last_lap"] for r in results)
+            run["runs_s"] = [r["seconds"] for r in results]
             run["events_per_s"] = round(events / run["seconds"])
             run["events_per_s_per_worker"] = round(events / run["seconds"] / workers)
             run["ratio"] = round(events / run["seconds"] / ceiling, 3) if ceiling else None

@@ -140,11 +140,17 @@ def _options(tabs: PlanTables, i: int, window: int, screen_s: float, max_box: in
     return opts
 
 
-def _stop_compound(tabs: PlanTables, field_state: FieldState, i: int, k: int) -> int:
-    tb = np.minimum(tabs.t1[i, k], tabs.t2[i, k])
-    if tb.min() < _INF:
-        return int(tb.argmin())
-    return 2 if field_state.compound[i] < 3 else 3  # nothing feasible: a durable set
+def _stop_compounds(tabs: PlanTables, field_state: FieldState) -> np.ndarray:
+    """[n, 2]: the compound each car would take boxing at the end of this lap (0) or the next (1):
+    the best one feasible, else a durable set."""
+    R = tabs.t1.shape[1]
+    out = np.where(field_state.compound < 3, 2, 3)[:, None].repeat(2, axis=1).astype(np.int64)
+    k = min(R, 2)
+    if k:
+        tb = np.minimum(tabs.t1[:, :k], tabs.t2[:, :k])  # [n, k, 5]
+        feasible = tb.min(axis=2) < _INF
+        out[:, :k] = np.where(feasible, tb.argmin(axis=2), out[:, :k])
+    return out
 
 
 def recommend(field_state: FieldState, model: RaceModel, n_sims: int = 100, seed: int = 0, *,
@@ -189,9 +195,9 @@ def recommend(field_state: FieldState, model: RaceModel, n_sims: int = 100, seed
         options[i] = opts
     duels: list[tuple[int, int, int, int]] = []  # (ahead, behind, job undercut-scenario pair, overcut pair)
     if R >= 3:
+        comp = _stop_compounds(tabs, field_state).tolist()
         for x, y in zip(act[:-1].tolist(), act[1:].tolist(), strict=True):
-            cx0, cx1 = _stop_compound(tabs, field_state, x, 0), _stop_compound(tabs, field_state, x, 1)
-            cy0, cy1 = _stop_compound(tabs, field_state, y, 0), _stop_compound(tabs, field_state, y, 1)
+            (cx0, cx1), (cy0, cy1) = comp[x], comp[y]
             ju = job(y, x, 2, ((lap0 + 1, cy0),))
             job(x, y, 2, ((lap0 + 2, cx1),))
             jo = job(x, y, 2, ((lap0 + 1, cx0),))

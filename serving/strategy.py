@@ -136,6 +136,10 @@ class CarIn(_In):
     active: bool = True
     recent_laps_s: list[float] = Field(default_factory=list, max_length=10)
     driver_pace_s: LapSeconds | None = None
+    pitting: bool = Field(False, description="its last lap ended in the pit lane: the stop is under way "
+                                             "(simulated out of the pits on the compound its best plan takes)")
+    in_lap_loss_s: float | None = Field(None, ge=0, le=120, description="how much slower than its pace "
+                                        "that in-lap was (default: half the pit loss)")
 
     _norm = field_validator("compound", mode="before")(_upper)
 
@@ -172,7 +176,8 @@ class SituationIn(_In):
                            compound=c.compound, tyre_age=c.tyre_age,
                            stint_lap=c.tyre_age if c.stint_lap is None else c.stint_lap, stops=c.stops,
                            used_compounds=tuple(c.used_compounds), active=c.active,
-                           recent_laps_s=tuple(c.recent_laps_s), driver_pace_s=c.driver_pace_s)
+                           recent_laps_s=tuple(c.recent_laps_s), driver_pace_s=c.driver_pace_s,
+                           pitting=c.pitting, in_lap_loss_s=c.in_lap_loss_s)
                   for c in self.cars])
 
 
@@ -254,7 +259,7 @@ def situation_from_live(state: dict[str, Any], stints: dict[str, dict[str, Any]]
             compound=r.get("compound"), tyre_age=int(age) if age is not None else int(current.get("length") or 0),
             stint_lap=int(current.get("length") or age or 0), stops=int(r.get("pit_count") or 0),
             used_compounds=tuple(sorted({s["compound"] for s in mine if s.get("compound")})),
-            active=r.get("status") in ("RUNNING", "PIT"),
+            active=r.get("status") in ("RUNNING", "PIT"), pitting=r.get("status") == "PIT",
             recent_laps_s=(pace / 1000.0,) if pace else (),
             driver_pace_s=pace / 1000.0 if pace else None,
             degradation_s=None if deg is None or se is None or (current.get("laps_used") or 0) < 5 else deg / 1000.0,

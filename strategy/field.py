@@ -60,6 +60,10 @@ class CarInput:
     degradation_stderr_s: float | None = None
     #: track status of the car's last lap
     last_status: str = "GREEN"
+    #: its last lap ended in the pit lane: the stop is under way (its new tyres are not known yet)
+    pitting: bool = False
+    #: how much slower than its pace that in-lap was, seconds (None: half the pit loss is assumed)
+    in_lap_loss_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -164,7 +168,46 @@ def build(situation: Situation, models: StrategyModels) -> Built:
         sc_prob=np.asarray(sc, dtype=np.float64), vsc_prob=np.asarray(vsc, dtype=np.float64),
         two_compound_rule=all(compound_index(c.compound) < 3 for c in s.cars[:n] if c.compound),
     )
+    pitting = {i: c for i, c in enumerate(s.cars) if c.pitting and c.active and fs.compound[i] < 3}
+    if pitting:
+        notes["pitting"] = _commit_stops(fs, rm, pitting)
     return Built(fs, rm, notes)
+
+
+def _commit_stops(fs: FieldState, rm: RaceModel, pitting: dict[int, CarInput]) -> dict[int, str]:
+    """Cars in the middle of a stop: the stop is done in ``fs`` (in place) and the compound each
+    is assumed to take is returned by car number.
+
+    The compound is the one its best plan would take boxing now (the plan tables, so the tyre rules
+    and stint limits hold); the car comes out of the pits on new tyres with the rest of the pit
+    loss added to its gap (the loss less what the in-lap already cost; half when not known).
+    """
+    from strategy.montecarlo import tables
+
+    _prep, tabs = tables(fs, rm)
+    off, lin, quad = rm.compound_offset_s, rm.deg_linear_s, rm.deg_quadratic_s
+    chosen: dict[int, str] = {}
+    for i, car in pitting.items():
+        dry = np.minimum(tabs.t1[i, 0, :3], tabs.t2[i, 0, :3])
+        c = int(dry.argmin()) if dry.min() < 1e17 else 2  # nothing feasible: a durable set
+        old, age = int(fs.compound[i]), float(fs.tyre_age[i])
+        lost = car.in_lap_loss_s if car.in_lap_loss_s is not None else rm.pit_loss_s / 2.0
+        rest = min(max(rm.pit_loss_s - lost, 0.25 * rm.pit_loss_s), rm.pit_loss_s)
+        # the same car on new tyres: its pace on them, from its pace on the old ones
+        fs.pace_s[i] += off[c] - (off[old] + lin[old] * age + quad[old] * age * age)
+        fs.gap_s[i] += rest
+        fs.compound[i], fs.tyre_age[i] = c, 0
+        fs.stops[i] += 1
+        fs.used_dry[i] |= 1 << c
+        chosen[int(fs.numbers[i])] = COMPOUNDS[c]
+    # it rejoins behind whoever passed it in the pits (running cars by gap, the others after them)
+    order = np.lexsort((fs.gap_s, ~fs.active))
+    if (order != np.arange(fs.n)).any():
+        for name in ("numbers", "gap_s", "compound", "tyre_age", "pace_s", "used_dry", "stops", "active"):
+            setattr(fs, name, getattr(fs, name)[order].copy())
+        if fs.codes:
+            fs.codes = tuple(fs.codes[j] for j in order)
+    return chosen
 
 
 def _note(notes: dict[str, Any], what: str, fallback: bool, reason: str | None) -> None:

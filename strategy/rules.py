@@ -6,6 +6,7 @@ A pit strategist's rules of thumb, stated so anyone can check them:
 - a dry race needs two different dry compounds, so a car that has used only one must stop;
 - a car that can reach the flag on its tyres (age + laps left within the compound's life) and
   has met the two-compound rule stays out;
+- a car in the middle of a stop gets no call until its out-lap;
 - otherwise the window is the last laps of the current set's life (two laps either side),
   never before the next lap, and the next set is the softest one that lasts to the flag
   (else the hard).
@@ -65,6 +66,10 @@ def _call(car: CarInput, s: Situation, position: int, reason: str) -> Call:
     dry_used = {c.upper() for c in (*car.used_compounds, car.compound or "") if c.upper() in STINT_SHARE}
     needs_second = compound_index(car.compound) < 3 and len(dry_used) < 2
     why = f"(rule-based: {reason})"
+    if car.pitting:
+        return Call(number=car.number, action="NO_CALL", pit_window_start=None, pit_window_end=None,
+                    compound=None, undercut_threat=None, overcut_chance=None, expected_position=float(position),
+                    explanation=f"{car.code or car.number} is pitting now: the next call follows its out-lap {why}")
     if car.tyre_age + left <= life and not needs_second:
         return Call(number=car.number, action="STAY_OUT", pit_window_start=None, pit_window_end=None,
                     compound=None, undercut_threat=None, overcut_chance=None, expected_position=float(position),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from statistics import median
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,8 @@ class _CarLap:
     stops: int
     status: str
     features: Stint | None
+    #: the lap ended in the pit lane for a stop (not a red-flag trip)
+    pit_in: bool = False
 
 
 @dataclass(slots=True)
@@ -65,7 +67,8 @@ class Strategist:
                  and str(lap.track_status) in ("GREEN", "YELLOW") and not lap.deleted)
         self.laps.setdefault(lap.driver_number, []).append(_CarLap(
             lap.lap, None if lap.lap_time_ms is None else lap.lap_time_ms / 1000.0, green, u.stint,
-            u.compound, u.tyre_age, u.pit_count, str(lap.track_status), features))
+            u.compound, u.tyre_age, u.pit_count, str(lap.track_status), features,
+            lap.pit_in and str(lap.track_status) != "RED"))
 
     def situation(self, state: RaceState, lap: int) -> Situation:
         """The race at the line at the end of ``lap`` (each car's laps up to ``lap``)."""
@@ -113,7 +116,8 @@ class Strategist:
                 active=active, recent_laps_s=tuple(s for s in stint_greens[-3:] if s is not None),
                 driver_pace_s=_median([x.lap_time_s for x in greens if x.lap_time_s is not None]),
                 team_pace_s=_median(team_laps.get(team, [])),
-                degradation_s=deg, degradation_stderr_s=se, last_status=h.status)))
+                degradation_s=deg, degradation_stderr_s=se, last_status=h.status,
+                pitting=h.pit_in, in_lap_loss_s=_in_lap_loss(h, stint_greens))))
         cars.sort(key=lambda c: c[:3])
         ordered = [c[3] for c in cars]
         pit_loss = session.pit_loss_ms / 1000.0 if session.pit_loss_ms else None
@@ -141,13 +145,18 @@ class Strategist:
 
 def simulate_calls(situation: Situation, strategy_models: StrategyModels, n_sims: int, seed: int
                    ) -> tuple[list[Any], str]:
-    """The Monte Carlo calls for a situation, and the name of what produced them."""
+    """The Monte Carlo calls for a situation, and the name of what produced them. A car in the
+    middle of a stop is simulated out of the pits on the compound its best plan takes; its call
+    (for the next stop) says so."""
     from strategy.calls import recommend
     from strategy.field import build
     from strategy.rules import rule_calls
 
     built = build(situation, strategy_models)
     calls = recommend(built.field, built.model, n_sims=n_sims, seed=seed)
+    pitting: dict[int, str] = built.notes.get("pitting", {})
+    calls = [replace(c, explanation=f"pitting now ({pitting[c.number]} assumed); next: {c.explanation}")
+             if c.number in pitting else c for c in calls]
     model = f"montecarlo {n_sims} sims; {built.notes.get('lap_time', 'lap time ?')}"
     if built.fallback:
         reasons = "; ".join(built.notes["reasons"])
@@ -192,6 +201,14 @@ def _int(x: Any) -> int | None:
 
 def _float(x: Any) -> float | None:
     return None if x is None else round(float(x), 4)
+
+
+def _in_lap_loss(h: _CarLap, stint_greens: list[float | None]) -> float | None:
+    """How much slower than the car's recent green pace its in-lap was (s), when both are known."""
+    recent = [x for x in stint_greens[-3:] if x is not None]
+    if not h.pit_in or h.lap_time_s is None or not recent:
+        return None
+    return max(0.0, h.lap_time_s - median(recent))
 
 
 def _median(values: list[float]) -> float | None:

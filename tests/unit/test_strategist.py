@@ -15,6 +15,7 @@ from dataflows.race.strategist import Strategist
 from schemas.model import Lap, Recommendation, Session, Stint, Telemetry
 from simulator.race import RaceSimulator
 from strategy.field import CarInput, Situation, build
+from strategy.montecarlo import COMPOUNDS
 from strategy.rules import rule_calls, tyre_life_laps
 
 LAPS = 12
@@ -156,3 +157,42 @@ def test_live_degradation_moves_the_model_and_bad_situations_are_refused() -> No
         build(Situation(circuit=None, lap=57, total_laps=57, cars=cars), models)
     with pytest.raises(ValueError, match="no cars"):
         build(Situation(circuit=None, lap=5, total_laps=57, cars=[]), models)
+
+
+def _bahrain_field(pitting: bool) -> Situation:
+    cars = [CarInput(number=n, code=f"C{n}", gap_s=2.0 * (n - 1), compound="MEDIUM", tyre_age=20, stint_lap=20,
+                     used_compounds=("MEDIUM",), recent_laps_s=(96.0, 96.1, 96.2)) for n in range(1, 7)]
+    cars[1].pitting, cars[1].in_lap_loss_s = pitting, 8.0  # C2 ended lap 20 in the pit lane
+    return Situation(circuit="Bahrain Grand Prix", lap=20, total_laps=57, cars=cars, pit_loss_s=22.0)
+
+
+def test_a_car_on_its_in_lap_rejoins_on_new_tyres_and_is_not_told_to_box() -> None:
+    models = strategist_module.models()
+    before = build(_bahrain_field(pitting=False), models)
+    built = build(_bahrain_field(pitting=True), models)
+    f = built.field
+    i = f.index_of(2)
+    assert built.notes["pitting"] == {2: COMPOUNDS[int(f.compound[i])]}
+    assert COMPOUNDS[int(f.compound[i])] in ("SOFT", "HARD")  # a second dry compound: the rule is met
+    assert f.tyre_age[i] == 0 and f.stops[i] == 1 and f.used_dry[i] & 0b10
+    assert f.gap_s[i] == pytest.approx(2.0 + 22.0 - 8.0)  # the rest of the pit loss
+    assert f.numbers.tolist() == [1, 3, 4, 5, 6, 2]  # it rejoins behind the cars that passed it
+    assert f.pace_s[i] < before.field.pace_s[before.field.index_of(2)]  # new tyres are faster
+    calls, _model = strategist_module.simulate_calls(_bahrain_field(pitting=True), models, 64, 1)
+    mine = next(c for c in calls if c.number == 2)
+    assert mine.action not in ("BOX_THIS_LAP",)
+    assert mine.explanation.startswith(f"pitting now ({built.notes['pitting'][2]} assumed); next: ")
+    rules = rule_calls(_bahrain_field(pitting=True), "no model")
+    assert [c.action for c in rules if c.number == 2] == ["NO_CALL"]
+
+
+def test_calls_in_the_race_flow_know_which_cars_are_pitting() -> None:
+    _session, records = _records()
+    recs, _ = _run(list(records))
+    in_laps = {(r.driver_number, r.lap) for r in records if isinstance(r, Lap) and r.pit_in and r.lap < LAPS}
+    assert in_laps, "the simulated race has pit stops"
+    by_key = {(r.driver_number, r.lap): r for r in recs}
+    for key in in_laps:
+        call = by_key[key]
+        assert call.explanation.startswith("pitting now ("), call.explanation
+        assert call.action != "BOX_THIS_LAP"

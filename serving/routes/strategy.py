@@ -43,9 +43,12 @@ def _models() -> Any:
     return models()
 
 
-@races.get("/{race_id}/strategy", summary="Each car's latest strategy call and its stints",
+@races.get("/{race_id}/strategy", summary="The strategy calls after the latest lap, and every car's stints",
            description="Calls are published by the race dataflow after every lap (also on the "
-                       "`f1.strategy.recommendations` topic); stints on `f1.driver.stints`.")
+                       "`f1.strategy.recommendations` topic); stints on `f1.driver.stints`. `calls` holds "
+                       "the calls after lap `lap` (one per car running then), best expected position "
+                       "first; `earlier` the last call of each car that has had none since (it retired "
+                       "or stopped), with its own `lap`.")
 async def race_strategy(race_id: RaceId, store: StoreDep) -> dict[str, Any]:
     calls = await store.strategy_calls(race_id)
     stints = await store.stints(race_id)
@@ -53,10 +56,13 @@ async def race_strategy(race_id: RaceId, store: StoreDep) -> dict[str, Any]:
     for doc in stints.values():
         by_car.setdefault(int(doc["driver_number"]), []).append(doc)
     lap = max((c.get("lap") or 0 for c in calls), default=None)
-    latest = [c for c in calls if c.get("lap") == lap]
+    ranked = sorted(calls, key=lambda c: (c.get("expected_position") or 99, c.get("driver_number")))
+    latest = [c for c in ranked if c.get("lap") == lap]
     return {
         "race_id": race_id, "lap": lap, "model": latest[0].get("model") if latest else None,
-        "calls": sorted(calls, key=lambda c: (c.get("expected_position") or 99, c.get("driver_number"))),
+        "calls": latest,
+        "earlier": sorted((c for c in calls if c.get("lap") != lap),
+                          key=lambda c: (-(c.get("lap") or 0), c.get("driver_number"))),
         "stints": {str(n): sorted(docs, key=lambda s: s["stint"]) for n, docs in sorted(by_car.items())},
     }
 

@@ -537,6 +537,8 @@ class RaceState:
                 status = CarStatus.RETIRED
                 # where it stopped: from its own (ordered) samples, whatever else arrived when
                 progress = max(float(tc.laps), info.telemetry_progress)
+                # no gap or interval: its last crossing says nothing about where it stands now
+                gap_ms, gap_laps, int_ms, int_laps = None, 0, None, 0
             elif info.in_pit:
                 status = CarStatus.PIT
             else:

@@ -410,3 +410,16 @@ def test_cars_read_laps_late_are_waited_for_not_left_out() -> None:
     r.lap(3, 1, 91_000)
     assert _strategy_laps(r) == [1]
     assert r.state.strategy_deadline_s() is None  # lap 2: the leader is not two laps further on
+
+
+def test_a_retired_car_shows_no_gap_or_interval() -> None:
+    r = Race(cars=3, laps=10)
+    for n, t in ((1, 90_000), (2, 90_500), (3, 91_000)):
+        r.lap(n, 1, t)
+    r.lap(1, 2, 180_000)
+    r.lap(3, 2, 180_400)  # car 3 passes car 2, which stops on track
+    r.control(185_000, ControlKind.RETIREMENT, driver=2)
+    rows = {row.driver_number: row for row in board(r).rows}
+    assert rows[2].status == "RETIRED" and rows[2].position == 3
+    assert (rows[2].gap_ms, rows[2].gap_laps, rows[2].interval_ms, rows[2].interval_laps) == (None, 0, None, 0)
+    assert rows[3].gap_ms == 400 and rows[3].interval_ms == 400

@@ -128,6 +128,8 @@ class RaceDriversOut(BaseModel):
     total_laps: int | None = None
     track_length_m: int | None = None
     start_time: str | None = None
+    history: bool = Field(False, description="a history store is configured: the laps already run are at "
+                                             "/api/races/{race_id}/laps")
 
 
 class DriverEntryOut(DriverOut):

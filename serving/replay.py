@@ -31,7 +31,7 @@ TICK_MS = 250
 @dataclass(slots=True, frozen=True)
 class Output:
     ts_ms: int  # session time
-    item: BoardUpdate | RaceEvent | Stint | Recommendation
+    item: BoardUpdate | RaceEvent | Stint | Recommendation | DriverUpdate
 
 
 def session_document(session: Session) -> bytes:
@@ -41,10 +41,11 @@ def session_document(session: Session) -> bytes:
     return orjson.dumps(doc)
 
 
-def race_outputs(race_id: str, seed: int, laps: int, max_rate_hz: float = 4.0, strategy: bool = False
-                 ) -> tuple[Session, list[Output]]:
+def race_outputs(race_id: str, seed: int, laps: int, max_rate_hz: float = 4.0, strategy: bool = False,
+                 driver_laps: bool = False) -> tuple[Session, list[Output]]:
     """Run a simulated race through the race logic; returns its session and its Redis outputs in order
-    (with ``strategy``, stints and strategy calls too)."""
+    (with ``strategy``, stints and strategy calls too; with ``driver_laps``, every applied lap as a
+    :class:`DriverUpdate`, which the history store takes)."""
     from dataflows.race.strategist import Strategist
     from simulator.race import RaceSimulator
 
@@ -57,6 +58,8 @@ def race_outputs(race_id: str, seed: int, laps: int, max_rate_hz: float = 4.0, s
 
     def flush(now_ms: int) -> None:
         results = proc.on_batch(batch, now_ms / 1000) if batch else proc.on_notify(now_ms / 1000)
+        if driver_laps:
+            out.extend(Output(now_ms, u) for u, _ref in batch if isinstance(u, DriverUpdate))
         batch.clear()
         state = proc.state
         for o in results:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from serving.deps import RaceId, RateLimited, StoreDep
+from serving.deps import RaceId, RateLimited, SettingsDep, StoreDep
 from serving.fallback import SOURCE_HEADER, use_fallback
 from serving.models import EventsOut, FastestLapResponse, HeroResponse, LeaderboardOut, RaceDriversOut, RacesOut
 from serving.store import SOURCE, STREAM_ID_PATTERN, StreamId, drivers_from_state
@@ -77,14 +77,17 @@ async def events(race_id: RaceId, store: StoreDep, response: Response,
 
 
 @router.get("/{race_id}/drivers", response_model=RaceDriversOut, summary="Drivers, teams and the track of a race")
-async def race_drivers(race_id: RaceId, store: StoreDep, response: Response) -> dict[str, Any]:
+async def race_drivers(race_id: RaceId, store: StoreDep, settings: SettingsDep, response: Response) -> dict[str, Any]:
     session = await store.session(race_id)
     _source(response)
+    history = bool(settings.database_url)
     if session is not None:
         start = session.get("start_time")
         return {"race_id": race_id, "drivers": session.get("drivers") or [],
                 "track_outline": session.get("track_outline") or [], "name": session.get("name"),
                 "circuit": session.get("circuit"), "total_laps": session.get("total_laps"),
-                "track_length_m": session.get("track_length_m"), "start_time": None if start is None else str(start)}
+                "track_length_m": session.get("track_length_m"), "start_time": None if start is None else str(start),
+                "history": history}
     state = await store.state(race_id) or {}
-    return {"race_id": race_id, "drivers": drivers_from_state(state), "total_laps": state.get("total_laps")}
+    return {"race_id": race_id, "drivers": drivers_from_state(state), "total_laps": state.get("total_laps"),
+            "history": history}

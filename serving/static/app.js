@@ -41,7 +41,7 @@
     if (leader) return "LEADER";
     if (laps > 0) return `+${laps} LAP${laps > 1 ? "S" : ""}`;
     if (ms == null) return "";
-    return `+${(ms / 1000).toFixed(3)}`;
+    return `${ms < 0 ? "-" : "+"}${(Math.abs(ms) / 1000).toFixed(3)}`;
   };
   const colour = (hex) => `#${(hex || "888888").replace(/^#/, "")}`;
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -101,6 +101,7 @@
       for (const d of s.drivers || []) state.drivers.set(d.number, d);
       $("#race-name").textContent = [s.name, s.circuit].filter(Boolean).join(" · ");
       drawTrack(s.track_outline || []);
+      if (s.history) loadLapHistory(raceId);  // not awaited: the stream need not wait for the chart's past laps
     } catch (e) { /* the stream still works without the session */ }
     try {
       const ev = await getJSON(`/api/races/${encodeURIComponent(raceId)}/events?limit=60`);
@@ -357,10 +358,45 @@
   }
 
   // --------------------------------------------------------------------------------- chart
+  function historyOf(n, code, teamColour) {
+    let h = state.history.get(n);
+    if (!h) { h = { laps: new Map(), gaps: new Map(), code, colour: colour(teamColour) }; state.history.set(n, h); }
+    return h;
+  }
+
+  // A page opened mid-race fills the chart with the laps already run, from the history store
+  // (PostgreSQL, when the deployment has one, which /drivers says; else the chart starts at the current lap).
+  async function loadLapHistory(raceId) {
+    const rows = [];
+    let cursor = null;
+    try {
+      for (let page = 0; page < 20; page++) {
+        const q = `limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+        const r = await getJSON(`/api/races/${encodeURIComponent(raceId)}/laps?${q}`);
+        rows.push(...r.items);
+        cursor = r.next;
+        if (!cursor || raceId !== state.raceId) break;
+      }
+    } catch (e) { /* no history store: live laps only */ }
+    if (raceId !== state.raceId || !rows.length) return;
+    const lead = new Map();  // lap -> the first crossing of it (the leader's)
+    for (const x of rows) if (x.crossing_ms != null && !(lead.get(x.lap) <= x.crossing_ms)) lead.set(x.lap, x.crossing_ms);
+    for (const x of rows) {
+      const d = state.drivers.get(x.driver_number) || {};
+      const h = historyOf(x.driver_number, d.code || String(x.driver_number), d.team_colour);
+      if (x.lap_time_ms != null && !h.laps.has(x.lap)) h.laps.set(x.lap, x.lap_time_ms);
+      const l0 = lead.get(x.lap), l1 = lead.get(x.lap + 1);
+      // the gap on the same lap (as the live tower gives it): none once the car is lapped
+      if (x.crossing_ms != null && l0 != null && !(l1 != null && x.crossing_ms > l1) && !h.gaps.has(x.lap)) {
+        h.gaps.set(x.lap, x.crossing_ms - l0);
+      }
+    }
+    renderChart();
+  }
+
   function recordHistory(b, prev) {
     for (const r of b.rows || []) {
-      let h = state.history.get(r.driver_number);
-      if (!h) { h = { laps: new Map(), gaps: new Map(), code: r.code, colour: colour(r.team_colour) }; state.history.set(r.driver_number, h); }
+      const h = historyOf(r.driver_number, r.code, r.team_colour);
       if (r.laps > 0 && r.last_lap_ms != null && !h.laps.has(r.laps)) h.laps.set(r.laps, r.last_lap_ms);
       if (r.laps > 0 && r.gap_laps === 0 && r.gap_ms != null) h.gaps.set(r.laps, r.gap_ms);
       if (r.position === 1 && r.laps > 0) h.gaps.set(r.laps, 0);
@@ -420,6 +456,7 @@
     }
     const laps = series.flatMap((x) => x.pts.map((p) => p[0]));
     const x0 = Math.min(...laps), x1 = Math.max(...laps, x0 + 1);
+    cv.dataset.laps = `${x0}-${x1}`;  // the laps on the x axis (for tests and tools)
     let y0 = Math.min(...vals), y1 = Math.max(...vals);
     if (y1 - y0 < 1000) { y0 -= 500; y1 += 500; }
     const L = 58, R = 34, T = 12, B = 22;

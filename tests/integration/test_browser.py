@@ -155,3 +155,51 @@ def test_live_race_in_the_browser(browser: Any, redis_url: str, redis_client: re
         redis_client.hdel("races", race_id)
         writer.close()
     assert not errors, errors
+
+
+def test_a_page_opened_mid_race_charts_the_laps_already_run(browser: Any, redis_url: str, redis_client: redis.Redis,
+                                                           postgres_url: str, unique_race_id: str) -> None:
+    """The live tower only knows the current lap; the chart's past laps come from the history store."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from dataflows.connectors.pg_sink import PgWriter
+    from dataflows.race.driver import DriverUpdate
+    from infra.migrate import migrate
+
+    race_id = unique_race_id
+    session, outputs = race_outputs(race_id, seed=5, laps=8, driver_laps=True)
+    cut = next(o.ts_ms for o in outputs if isinstance(o.item, BoardUpdate) and o.item.board.lap >= 6)
+    done = [o.item for o in outputs if o.ts_ms <= cut]
+    schema = f"t_{race_id.replace('-', '_')}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    conninfo = make_conninfo(postgres_url, options=f"-csearch_path={schema}")
+    writer = RedisWriter(redis_url)
+    errors: list[str] = []
+    try:
+        migrate(conninfo)
+        pg = PgWriter(conninfo)
+        pg.write(done)
+        pg.close()
+        write_session(writer, session)
+        writer.write([x for x in done if not isinstance(x, DriverUpdate)])
+        app = create_app(Settings(redis_url=redis_url, database_url=conninfo),  # type: ignore[call-arg]
+                         ServingOptions(rate_limit_per_s=0))
+        with serve_in_thread(app) as url:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{url}/?race={race_id}")
+            page.wait_for_selector("#tower tbody tr:nth-child(20)", timeout=10_000)
+            page.wait_for_function("(document.querySelector('#chart').dataset.laps || '').startsWith('1-')",
+                                   timeout=10_000)
+            page.click("button[data-mode='gap']")  # the gaps too
+            page.wait_for_function("(document.querySelector('#chart').dataset.laps || '').startsWith('1-')",
+                                   timeout=10_000)
+            page.close()
+    finally:
+        redis_client.hdel("races", race_id)
+        writer.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    assert not errors, errors

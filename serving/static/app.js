@@ -473,11 +473,19 @@
     for (const { s, pts } of series) {
       const followed = s.code === state.follow;
       ctx.strokeStyle = s.colour; ctx.lineWidth = followed ? 3 : 1.6;
+      // a lap slower than the scale (pit lap, safety car) breaks the line and shows as an open mark at the bottom
+      const off = (v) => v > y1;
       ctx.beginPath();
-      pts.forEach(([lap, v], i) => (i ? ctx.lineTo(X(lap), Y(v)) : ctx.moveTo(X(lap), Y(v))));
+      pts.forEach(([lap, v], i) => {
+        if (off(v)) return;
+        if (i && !off(pts[i - 1][1])) ctx.lineTo(X(lap), Y(v)); else ctx.moveTo(X(lap), Y(v));
+      });
       ctx.stroke();
       ctx.fillStyle = s.colour;
-      for (const [lap, v] of pts) { ctx.beginPath(); ctx.arc(X(lap), Y(v), followed ? 3 : 2.2, 0, 2 * Math.PI); ctx.fill(); }
+      for (const [lap, v] of pts) {
+        ctx.beginPath(); ctx.arc(X(lap), Y(v), followed ? 3 : 2.2, 0, 2 * Math.PI);
+        if (off(v)) { ctx.lineWidth = 1; ctx.stroke(); ctx.lineWidth = followed ? 3 : 1.6; } else ctx.fill();
+      }
       const [ll, lv] = pts[pts.length - 1];
       ctx.fillStyle = s.colour; ctx.fillText(s.code, Math.min(X(ll) + 4, w - 30), Y(lv) - 4);
       ctx.fillStyle = "#8a92a6";

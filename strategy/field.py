@@ -185,7 +185,6 @@ def _commit_stops(fs: FieldState, rm: RaceModel, pitting: dict[int, CarInput]) -
     from strategy.montecarlo import tables
 
     _prep, tabs = tables(fs, rm)
-    off, lin, quad = rm.compound_offset_s, rm.deg_linear_s, rm.deg_quadratic_s
     chosen: dict[int, str] = {}
     for i, car in pitting.items():
         dry = np.minimum(tabs.t1[i, 0, :3], tabs.t2[i, 0, :3])
@@ -194,7 +193,7 @@ def _commit_stops(fs: FieldState, rm: RaceModel, pitting: dict[int, CarInput]) -
         lost = car.in_lap_loss_s if car.in_lap_loss_s is not None else rm.pit_loss_s / 2.0
         rest = min(max(rm.pit_loss_s - lost, 0.25 * rm.pit_loss_s), rm.pit_loss_s)
         # the same car on new tyres: its pace on them, from its pace on the old ones
-        fs.pace_s[i] += off[c] - (off[old] + lin[old] * age + quad[old] * age * age)
+        fs.pace_s[i] += rm.tyre_s(c, 0.0) - rm.tyre_s(old, age)
         fs.gap_s[i] += rest
         fs.compound[i], fs.tyre_age[i] = c, 0
         fs.stops[i] += 1
@@ -203,10 +202,7 @@ def _commit_stops(fs: FieldState, rm: RaceModel, pitting: dict[int, CarInput]) -
     # it rejoins behind whoever passed it in the pits (running cars by gap, the others after them)
     order = np.lexsort((fs.gap_s, ~fs.active))
     if (order != np.arange(fs.n)).any():
-        for name in ("numbers", "gap_s", "compound", "tyre_age", "pace_s", "used_dry", "stops", "active"):
-            setattr(fs, name, getattr(fs, name)[order].copy())
-        if fs.codes:
-            fs.codes = tuple(fs.codes[j] for j in order)
+        fs.reorder(order)
     return chosen
 
 

@@ -81,6 +81,10 @@ def _jit(**options: Any) -> Callable[[F], F]:
 # ----------------------------------------------------------------------------------- inputs
 
 
+#: the per-car arrays of :class:`FieldState`
+_PER_CAR = ("numbers", "gap_s", "compound", "tyre_age", "pace_s", "used_dry", "stops", "active")
+
+
 @dataclass(slots=True)
 class FieldState:
     """The race at the timing line after the leader completed ``lap`` laps; arrays in running order.
@@ -112,7 +116,7 @@ class FieldState:
         self.used_dry = np.ascontiguousarray(self.used_dry, dtype=np.int8)
         self.stops = np.ascontiguousarray(self.stops, dtype=np.int32)
         self.active = np.ascontiguousarray(self.active, dtype=np.bool_)
-        for name in ("gap_s", "compound", "tyre_age", "pace_s", "used_dry", "stops", "active"):
+        for name in _PER_CAR[1:]:
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"FieldState.{name} has shape {getattr(self, name).shape}, expected ({n},)")
         if not 0 <= self.lap < self.total_laps:
@@ -133,6 +137,13 @@ class FieldState:
     @property
     def laps_left(self) -> int:
         return self.total_laps - self.lap
+
+    def reorder(self, order: np.ndarray) -> None:
+        """Put the cars in ``order`` (indices into the current order), in place."""
+        for name in _PER_CAR:
+            setattr(self, name, np.ascontiguousarray(getattr(self, name)[order]))
+        if self.codes:
+            self.codes = tuple(self.codes[j] for j in order)
 
     def index_of(self, number: int) -> int:
         """Index (running order) of car ``number``; ValueError if it is not in the field."""
@@ -188,6 +199,12 @@ class RaceModel:
                 raise ValueError(f"RaceModel.{name} must be a 1-d array of probabilities")
         if self.max_stint_laps is not None:
             self.max_stint_laps = np.ascontiguousarray(self.max_stint_laps, dtype=np.int64)
+
+    def tyre_s(self, compound: Any, age: Any) -> Any:
+        """Lap time from the tyres (s) on ``compound`` at ``age`` laps: pace offset plus wear
+        (scalars or arrays)."""
+        off, lin, quad = self.compound_offset_s, self.deg_linear_s, self.deg_quadratic_s
+        return off[compound] + lin[compound] * age + quad[compound] * np.square(age)
 
     @classmethod
     def typical(cls, total_laps: int, *, deg_scale: float = 1.0, sc_per_race: float = 0.5,
@@ -793,7 +810,7 @@ def prepare(field_state: FieldState, model: RaceModel) -> Prepared:
     comp0 = field_state.compound.astype(np.int64)
     age0 = field_state.tyre_age.astype(np.int64)
     off, lin, quad = model.compound_offset_s, model.deg_linear_s, model.deg_quadratic_s
-    base = field_state.pace_s - (off[comp0] + lin[comp0] * age0 + quad[comp0] * age0.astype(np.float64) ** 2)
+    base = field_state.pace_s - model.tyre_s(comp0, age0.astype(np.float64))
     base = np.where(field_state.active, base, 0.0)
     active = field_state.active
     lap_ref = float(np.median(field_state.pace_s[active])) if active.any() else 90.0
@@ -828,7 +845,7 @@ def prepare(field_state: FieldState, model: RaceModel) -> Prepared:
                                    - p_vsc * (1.0 - model.pit_loss_vsc_factor))
     A = int(age0.max(initial=0)) + R + 2
     ages = np.arange(A, dtype=np.float64)
-    per_lap = off[:, None] + lin[:, None] * ages[None, :] + quad[:, None] * ages[None, :] ** 2
+    per_lap = model.tyre_s(np.arange(len(COMPOUNDS))[:, None], ages[None, :])
     cum = np.zeros((len(COMPOUNDS), A + 1))
     cum[:, 1:] = np.cumsum(per_lap, axis=1)
     wet = comp0 >= DRY

@@ -98,6 +98,7 @@ class Strategist:
             leader = timing.by_lap[k][0][0]
             greens = [x for x in history[:k] if x.green and x.lap_time_s is not None]
             stint_greens = [x.lap_time_s for x in greens if x.stint == h.stint]
+            recent = tuple(s for s in stint_greens[-3:] if s is not None)
             f = h.features
             start = f.start_lap if f is not None else k
             deg = se = None
@@ -113,11 +114,11 @@ class Strategist:
                 compound=h.compound, tyre_age=h.tyre_age if h.tyre_age is not None else k - start + 1,
                 stint_lap=k - start + 1, stops=h.stops,
                 used_compounds=tuple(sorted({x.compound for x in history[:k] if x.compound})),
-                active=active, recent_laps_s=tuple(s for s in stint_greens[-3:] if s is not None),
+                active=active, recent_laps_s=recent,
                 driver_pace_s=_median([x.lap_time_s for x in greens if x.lap_time_s is not None]),
                 team_pace_s=_median(team_laps.get(team, [])),
                 degradation_s=deg, degradation_stderr_s=se, last_status=h.status,
-                pitting=h.pit_in, in_lap_loss_s=_in_lap_loss(h, stint_greens))))
+                pitting=h.pit_in, in_lap_loss_s=_in_lap_loss(h, recent))))
         cars.sort(key=lambda c: c[:3])
         ordered = [c[3] for c in cars]
         pit_loss = session.pit_loss_ms / 1000.0 if session.pit_loss_ms else None
@@ -203,9 +204,8 @@ def _float(x: Any) -> float | None:
     return None if x is None else round(float(x), 4)
 
 
-def _in_lap_loss(h: _CarLap, stint_greens: list[float | None]) -> float | None:
+def _in_lap_loss(h: _CarLap, recent: tuple[float, ...]) -> float | None:
     """How much slower than the car's recent green pace its in-lap was (s), when both are known."""
-    recent = [x for x in stint_greens[-3:] if x is not None]
     if not h.pit_in or h.lap_time_s is None or not recent:
         return None
     return max(0.0, h.lap_time_s - median(recent))

@@ -227,10 +227,13 @@ def test_simulation_work_is_bounded_with_a_message_naming_the_limit(http: httpx.
 
 
 def test_graphql_depth_aliases_and_cost_are_limited(http: httpx.Client) -> None:
-    aliases = " ".join(f"a{i}: races(first: 100) {{ id }}" for i in range(300))
+    aliases = " ".join(f"a{i}: races(first: 100) {{ id }}" for i in range(300))  # the issue's 4.4 s, 6.4 MB
     r = http.post("/graphql", json={"query": f"{{ {aliases} }}"})
     assert r.status_code == 400, r.text[:300]
-    assert "aliases" in json.dumps(r.json()["errors"])
+    assert "tokens" in json.dumps(r.json()["errors"])  # refused while parsing: over 2000 tokens
+    aliases = " ".join(f"a{i}: races(first: 1) {{ id }}" for i in range(30))
+    r = http.post("/graphql", json={"query": f"{{ {aliases} }}"})
+    assert r.status_code == 400 and "aliases" in json.dumps(r.json()["errors"]), r.text[:300]
     deep = "{ races { drivers { raceId } drivers { raceId } } }"  # fine
     assert http.post("/graphql", json={"query": deep}).status_code == 200
     fragment = "fragment F on Query { races { id drivers { number } } }"
@@ -414,12 +417,10 @@ def test_log_lines_are_json_with_the_request_id(http: httpx.Client, capfd: pytes
 # ------------------------------------------------------------------------------------ placeholder secrets
 
 
-@pytest.mark.parametrize(("api_key", "token_secret"), [
-    ("replace-me", TOKEN_SECRET), ("", TOKEN_SECRET), ("short", TOKEN_SECRET), ("dev-key", TOKEN_SECRET),
-    (ADMIN_KEY, "replace-me"), (ADMIN_KEY, ""),
-])
+@pytest.mark.parametrize(("api_key", "token_secret"), [("replace-me", TOKEN_SECRET), (ADMIN_KEY, "")])
 def test_placeholder_secrets_are_refused_outside_loopback(redis_url: str, api_key: str, token_secret: str) -> None:
-    """`racewire serve` bound to a non-loopback address exits at once, naming the setting to fix."""
+    """`racewire serve` bound to a non-loopback address exits at once, naming the setting to fix (every
+    kind of weak secret: tests/unit/test_serving_auth.py)."""
     import os
     import subprocess
     import sys

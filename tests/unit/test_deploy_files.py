@@ -84,7 +84,7 @@ def test_compose_services_run_real_commands() -> None:
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")
 def test_docker_compose_config_validates() -> None:
-    env = {**os.environ, "RACEWIRE_API_KEY": "test-key"}
+    env = {**os.environ, "RACEWIRE_API_KEY": "k" * 32, "RACEWIRE_TOKEN_SECRET": "s" * 48, "POSTGRES_PASSWORD": "p" * 16}
     result = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
                             capture_output=True, text=True, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr

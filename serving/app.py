@@ -176,13 +176,13 @@ def create_app(settings: Settings, options: ServingOptions | None = None) -> Fas
 
 
 def _swagger_assets() -> Path | None:
-    """Swagger UI's files from the ``swagger-ui-bundle`` package, when installed: /docs then loads
-    nothing from outside this server (FastAPI's default pages load it from a CDN)."""
+    """Swagger UI's files (version 5: OpenAPI 3.1) from the ``fastapi-offline`` package, when installed:
+    /docs then loads nothing from outside this server (FastAPI's default pages load it from a CDN)."""
     try:
-        import swagger_ui_bundle
+        import fastapi_offline
     except ImportError:
         return None
-    path = Path(swagger_ui_bundle.swagger_ui_path)
+    path = Path(fastapi_offline.__file__).parent / "static"
     return path if (path / "swagger-ui-bundle.js").is_file() else None
 
 
@@ -192,7 +192,7 @@ def _docs_html(app: FastAPI) -> bytes:
     return bytes(get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="racewire API",
                                      swagger_js_url="/docs-static/swagger-ui-bundle.js",
                                      swagger_css_url="/docs-static/swagger-ui.css",
-                                     swagger_favicon_url="/docs-static/favicon-32x32.png").body)
+                                     swagger_favicon_url="/docs-static/favicon.png").body)
 
 
 def _inline_script_hashes(html: bytes) -> list[str]:

@@ -44,13 +44,14 @@ log = logging.getLogger("racewire.serving.edge")
 
 NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HSTS = b"max-age=31536000; includeSubDomains"
-_BASE_CSP = ("default-src 'self'; script-src 'self'{script}; style-src 'self'{style}; img-src 'self' data:; "
-             "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+_BASE_CSP = ("default-src 'self'; script-src 'self'{script}; style-src 'self'{style}; img-src 'self' data:{cdn}; "
+             "font-src 'self'{cdn}; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
              "frame-ancestors 'none'")
 #: the page and the API: everything from this server, nothing inline
-PAGE_CSP = _BASE_CSP.format(script="", style="")
+PAGE_CSP = _BASE_CSP.format(script="", style="", cdn="")
 #: strawberry's GraphiQL page: its assets come from a CDN (with SRI) and it starts with inline code
-GRAPHIQL_CSP = _BASE_CSP.format(script=" 'unsafe-inline' https://unpkg.com", style=" 'unsafe-inline' https://unpkg.com")
+GRAPHIQL_CSP = _BASE_CSP.format(script=" 'unsafe-inline' https://unpkg.com", style=" 'unsafe-inline' https://unpkg.com",
+                                cdn=" https://unpkg.com")
 
 
 class BodyTooLarge(HTTPException):
@@ -64,7 +65,7 @@ class BodyTooLarge(HTTPException):
 def docs_csp(inline_script_hashes: Iterable[str]) -> str:
     """The policy for Swagger UI: local assets, its inline start-up script allowed by hash."""
     extra = "".join(f" 'sha256-{h}'" for h in inline_script_hashes)
-    return _BASE_CSP.format(script=extra, style=" 'unsafe-inline'")
+    return _BASE_CSP.format(script=extra, style=" 'unsafe-inline'", cdn="")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

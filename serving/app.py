@@ -98,6 +98,7 @@ def create_app(settings: Settings, options: ServingOptions | None = None) -> Fas
         app.state.ingest_lock = asyncio.Lock()
         app.state.simulations = SimulationManager(env, opts.simulate_command, opts.max_simulations)
         app.state.kafka_health = None
+        app.openapi()  # built once now: the edge reads each operation's role from it on the first request
         for weakness in auth.weaknesses:  # `racewire serve` refuses these outside loopback
             log.warning("weak secret (accepted on loopback only): %s", weakness)
         log.info("serving started (redis %s, kafka %s)", _redacted(redis_url), settings.kafka_bootstrap or "off")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from serving.deps import PG_INT_MAX, RateLimited
 from serving.routes.history import _LAP_FIELDS, HistoryDb, get_history_db
 
 MAX_PAGE = 5000
+log = logging.getLogger("racewire.serving.graphql")
 
 
 def _db(info: Info) -> HistoryDb:
@@ -339,10 +341,22 @@ class _Router(GraphQLRouter[Any, Any]):
         return response
 
 
+class _Schema(strawberry.Schema):
+    """Documents refused before they run (parse and validation errors, no ``path``) are the client's
+    mistake: one short INFO line, without the document (a 2,000-token query must not become a 2,000-line
+    ERROR). Errors while resolving are logged by strawberry as before."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        refused = [e for e in errors if not e.path]
+        for error in refused:
+            log.info("GraphQL request refused: %s", error.message.splitlines()[0][:200])
+        super().process_errors([e for e in errors if e.path], execution_context)
+
+
 def router_for(settings: Settings) -> GraphQLRouter[Any, Any]:
     """The ``/graphql`` router with the configured limits on depth, aliases, tokens and cost."""
     s = settings
-    schema = strawberry.Schema(query=Query, extensions=[  # factories: a fresh extension per request
+    schema = _Schema(query=Query, extensions=[  # factories: a fresh extension per request
         lambda: QueryDepthLimiter(max_depth=s.graphql_max_depth),
         lambda: MaxAliasesLimiter(max_alias_count=s.graphql_max_aliases),
         lambda: MaxTokensLimiter(max_token_count=s.graphql_max_tokens),

@@ -6,9 +6,17 @@ Built once at start-up (never at import) by :func:`load_settings`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _comma_list(value: Any) -> Any:
+    """``"a, b"`` → ``["a", "b"]`` (environment variables hold comma-separated lists)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -48,6 +56,50 @@ class Settings(BaseSettings):
     # serving
     api_key: SecretStr = Field(SecretStr("dev-key"), description="API key for write and admin endpoints")
     events_stream_maxlen: int = Field(20000, ge=100, description="cap of each race's Redis event stream")
+
+    # serving: security and abuse limits (issue 11)
+    api_keys: SecretStr = Field(
+        SecretStr(""), description="more API keys with a role each, comma-separated `KEY:ROLE` or "
+        "`sha256:HEX:ROLE` (the key's SHA-256), ROLE `operator` or `admin`; RACEWIRE_API_KEY is an admin key")
+    token_secret: SecretStr = Field(
+        SecretStr(""), description="HMAC secret signing the OAuth2 bearer tokens (JWT, HS256) of "
+        "POST /api/auth/token; at least 32 characters outside loopback (empty: a random one per process)")
+    token_ttl_s: int = Field(3600, ge=60, le=3600, description="lifetime of an issued bearer token, seconds")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated addresses/networks of reverse proxies whose "
+        "X-Forwarded-For/-Proto are believed (empty: none; '*' is refused)")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed to call the API from a browser "
+        "(empty: same origin only)")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request body from an "
+                                "operator or admin, bytes (413 beyond, checked as it streams in)")
+    max_public_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body without "
+                                       "credentials, bytes")
+    max_simulation_work: int = Field(
+        50_000_000, ge=1000, description="most simulated car-laps (cars x laps left x sims x strategies) "
+        "one simulation or strategy request may cost")
+    graphql_max_depth: int = Field(8, ge=2, le=50, description="deepest GraphQL selection")
+    graphql_max_aliases: int = Field(20, ge=1, description="most aliases in one GraphQL document")
+    graphql_max_tokens: int = Field(2000, ge=50, description="most tokens in one GraphQL document")
+    graphql_max_cost: int = Field(20_000, ge=100, description="most rows one GraphQL query may ask for "
+                                  "(list sizes multiplied along each path, summed)")
+
+    _lists = field_validator("trusted_proxies", "cors_origins", mode="before")(_comma_list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _no_wildcard_proxy(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            if entry == "*":
+                raise ValueError("'*' would believe X-Forwarded-For from anyone (and so let any client pick its "
+                                 "own address); list the proxies' addresses or network, e.g. 10.0.0.0/8")
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 172.18.0.0/16)") from None
+        return value
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -1,11 +1,11 @@
-"""The route table: every resource's router, under ``/api`` (``/metrics`` at the root)."""
+"""The route table: every resource's router, under ``/api`` (``/metrics`` at the root; ``/graphql`` is
+added by :func:`serving.app.create_app`, its limits come from the settings)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from serving import graphql
-from serving.routes import drivers, health, history, ingest, races, simulations, strategy, stream
+from serving.routes import auth, drivers, health, history, ingest, races, simulations, strategy, stream
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(races.router)
@@ -17,7 +17,7 @@ api_router.include_router(strategy.races)
 api_router.include_router(strategy.router)  # before simulations: /simulations/race is a strategy route
 api_router.include_router(simulations.router)
 api_router.include_router(health.router)
+api_router.include_router(auth.router)
 
 root_router = APIRouter()
 root_router.include_router(health.metrics_router)
-root_router.include_router(graphql.router)

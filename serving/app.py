@@ -8,7 +8,10 @@ made in the lifespan and live on ``app.state``; handlers reach them through :mod
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,12 +22,18 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 import uvicorn
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from infra.settings import Settings
+from serving import graphql
 from serving.api import api_router, root_router
+from serving.auth import Authenticator
+from serving.edge import EdgeMiddleware, docs_csp
 from serving.ingest import KafkaIngest
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.ratelimit import RateLimiter
@@ -33,8 +42,6 @@ from serving.sse import Hub
 from serving.store import RaceNotFound, RaceStore
 
 log = logging.getLogger("racewire.serving")
-
-PLACEHOLDER_API_KEY = "dev-key"
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,9 @@ def create_app(settings: Settings, options: ServingOptions | None = None) -> Fas
         app.state.ingest_lock = asyncio.Lock()
         app.state.simulations = SimulationManager(env, opts.simulate_command, opts.max_simulations)
         app.state.kafka_health = None
-        if settings.api_key.get_secret_value() == PLACEHOLDER_API_KEY:
-            log.warning("RACEWIRE_API_KEY is the development placeholder; set a real key outside local use")
+        app.openapi()  # built once now: the edge reads each operation's role from it on the first request
+        for weakness in auth.weaknesses:  # `racewire serve` refuses these outside loopback
+            log.warning("weak secret (accepted on loopback only): %s", weakness)
         log.info("serving started (redis %s, kafka %s)", _redacted(redis_url), settings.kafka_bootstrap or "off")
         try:
             yield
@@ -120,13 +128,29 @@ def create_app(settings: Settings, options: ServingOptions | None = None) -> Fas
             {"name": "simulations", "description": "Start, watch and stop simulated races (API key)."},
             {"name": "strategy", "description": "Strategy calls, model predictions, Monte Carlo race simulations."},
             {"name": "ops", "description": "Health and Prometheus metrics."},
+            {"name": "auth", "description": "Bearer tokens for API keys (OAuth2 client credentials)."},
         ],
     )
+    auth = Authenticator(settings)
     app.state.settings = settings
     app.state.options = opts
     app.state.metrics = metrics
+    app.state.auth = auth
     app.state.limiter = RateLimiter(opts.rate_limit_per_s, opts.rate_limit_burst)
+    # middleware, innermost first: the edge (credentials before bodies, body limits, security headers),
+    # metrics, CORS (only with an allow-list), forwarded headers (only from trusted proxies), request ids
+    app.add_middleware(EdgeMiddleware, auth=auth, openapi=app.openapi, max_body_bytes=settings.max_body_bytes,
+                       max_public_body_bytes=settings.max_public_body_bytes,
+                       docs_policy=docs_csp(_inline_script_hashes(_docs_html(app))) if offline_docs else None)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "X-API-Key", "Last-Event-ID",
+                                          "X-Request-ID"],
+                           expose_headers=["X-Request-ID", "X-Racewire-Source", "Retry-After"], max_age=600)
+    if settings.trusted_proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
 
     @app.exception_handler(RaceNotFound)
     async def _race_not_found(request: Request, exc: RaceNotFound) -> JSONResponse:
@@ -147,33 +171,46 @@ def create_app(settings: Settings, options: ServingOptions | None = None) -> Fas
         _serve_docs_offline(app, offline_docs)
     app.include_router(api_router)
     app.include_router(root_router)
+    app.include_router(graphql.router_for(settings))
     app.mount("/", StaticFiles(directory=static_dir(), html=True), name="static")
     return app
 
 
 def _swagger_assets() -> Path | None:
-    """Swagger UI's files from the ``swagger-ui-bundle`` package, when installed: /docs then loads
-    nothing from outside this server (FastAPI's default pages load it from a CDN)."""
+    """Swagger UI's files (version 5: OpenAPI 3.1) from the ``fastapi-offline`` package, when installed:
+    /docs then loads nothing from outside this server (FastAPI's default pages load it from a CDN)."""
     try:
-        import swagger_ui_bundle
+        import fastapi_offline
     except ImportError:
         return None
-    path = Path(swagger_ui_bundle.swagger_ui_path)
+    path = Path(fastapi_offline.__file__).parent / "static"
     return path if (path / "swagger-ui-bundle.js").is_file() else None
 
 
-def _serve_docs_offline(app: FastAPI, assets: Path) -> None:
+def _docs_html(app: FastAPI) -> bytes:
     from fastapi.openapi.docs import get_swagger_ui_html
+
+    return bytes(get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="racewire API",
+                                     swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                     swagger_css_url="/docs-static/swagger-ui.css",
+                                     swagger_favicon_url="/docs-static/favicon.png").body)
+
+
+def _inline_script_hashes(html: bytes) -> list[str]:
+    """SHA-256 (base64) of each inline ``<script>`` of a page, as a CSP ``'sha256-…'`` source wants them."""
+    return [base64.b64encode(hashlib.sha256(m.group(1)).digest()).decode()
+            for m in re.finditer(rb"<script>(.*?)</script>", html, re.S)]
+
+
+def _serve_docs_offline(app: FastAPI, assets: Path) -> None:
     from fastapi.responses import HTMLResponse
 
     app.mount("/docs-static", StaticFiles(directory=assets), name="docs-static")
+    page = _docs_html(app)
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="racewire API",
-                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-static/swagger-ui.css",
-                                   swagger_favicon_url="/docs-static/favicon-32x32.png")
+        return HTMLResponse(page)
 
 
 def _redacted(url: str) -> str:

@@ -28,10 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0: never thin)")
     parser.add_argument("--backlog", type=int, default=4096, help="listen backlog (many clients connecting at once)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
-    parser.add_argument("--forwarded-allow-ips", default=None,
-                        help="proxies whose X-Forwarded-For is trusted for the client address (rate limits are "
-                             "per client): comma-separated IPs/networks or '*' (default FORWARDED_ALLOW_IPS or "
-                             "127.0.0.1)")
+    parser.add_argument("--trusted-proxies", default=None,
+                        help="reverse proxies whose X-Forwarded-For/-Proto are believed (rate limits are per "
+                             "client): comma-separated IPs/networks (default RACEWIRE_TRUSTED_PROXIES: none)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -86,15 +85,22 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     import uvicorn
+    from pydantic import ValidationError
 
     from infra.settings import load_settings
-    from serving.app import PLACEHOLDER_API_KEY, Server, ServingOptions, create_app
+    from serving.app import Server, ServingOptions, create_app
+    from serving.auth import Authenticator
 
-    settings = load_settings(redis_url=args.redis_url, http_port=args.port)
+    try:
+        settings = load_settings(redis_url=args.redis_url, http_port=args.port, trusted_proxies=args.trusted_proxies)
+        weaknesses = Authenticator(settings).weaknesses
+    except (ValidationError, ValueError) as exc:
+        raise SystemExit(f"racewire serve: invalid settings: {exc}") from None
     _raise_fd_limit()
-    if not _is_loopback(args.host) and settings.api_key.get_secret_value() == PLACEHOLDER_API_KEY:
-        raise SystemExit(f"racewire serve: refusing to listen on {args.host} with the placeholder API key; "
-                         "set RACEWIRE_API_KEY to a secret (or bind to 127.0.0.1 for local use)")
+    if not _is_loopback(args.host) and weaknesses:
+        raise SystemExit(f"racewire serve: refusing to listen on {args.host} with weak secrets: "
+                         + "; ".join(weaknesses) + ". Set real secrets (e.g. `python -c 'import secrets; "
+                         "print(secrets.token_urlsafe(32))'`), or bind to 127.0.0.1 for local use")
     opts = ServingOptions()
     changes = {k: v for k, v in (("rate_limit_per_s", args.rate_limit), ("sse_queue_size", args.sse_queue),
                                  ("sse_ping_s", args.ping),
@@ -108,8 +114,11 @@ def run(args: argparse.Namespace) -> int:
     log.info("serving on http://%s:%d", args.host, settings.http_port)
     config = uvicorn.Config(app, host=args.host, port=settings.http_port,
                             log_level=logging.getLogger().getEffectiveLevel(), access_log=args.access_log,
+                            log_config=None,  # uvicorn's loggers go through the process's (JSON) handler
                             backlog=args.backlog, timeout_graceful_shutdown=5, timeout_keep_alive=30,
-                            proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips)
+                            # forwarded headers are the app's business (RACEWIRE_TRUSTED_PROXIES), never uvicorn's
+                            # default of trusting 127.0.0.1
+                            proxy_headers=False)
     Server(config).run()
     return 0
 
@@ -120,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}')
+    from infra.logs import configure
+
+    configure(json=True, level=args.log_level)
     return run(args)
 
 

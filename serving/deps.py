@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 import redis.asyncio as aioredis
-from fastapi import Depends, HTTPException, Path, Request, Security, status
-from fastapi.security import APIKeyHeader
+from fastapi import Depends, HTTPException, Path, Query, Request, status
+from pydantic import AfterValidator
 
 from infra.settings import Settings
+from serving.auth import Operator
 from serving.ingest import KafkaIngest
 from serving.metrics import Metrics
 from serving.simulations import SimulationManager
 from serving.sse import Hub
-from serving.store import RaceStore
+from serving.store import STREAM_ID_PATTERN, RaceStore, StreamId
 
 RACE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+#: the largest PostgreSQL ``integer``: laps and other counts compared with int columns stay below it
+PG_INT_MAX = 2**31 - 1
+
+
+def _stream_id(value: str | None) -> str | None:
+    """A stream id Redis accepts (:meth:`StreamId.parse`, the one parser), else a 422 naming the parameter."""
+    if value is not None:
+        StreamId.parse(value)
+    return value
+
+
+#: ``after=<stream id>`` query parameters
+StreamIdQuery = Annotated[str | None, Query(pattern=STREAM_ID_PATTERN, description="a stream id such as "
+                                            "1700000000000-0 (two unsigned 64-bit integers)"),
+                          AfterValidator(_stream_id)]
 
 
 def get_settings(request: Request) -> Settings:
@@ -75,19 +90,8 @@ def rate_limited(request: Request) -> None:
 
 RateLimited = Depends(rate_limited)
 
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                               description="racewire API key (RACEWIRE_API_KEY) for write and admin endpoints")
-
-
-def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
-    expected = settings.api_key.get_secret_value().encode()
-    if not key or not secrets.compare_digest(key.encode(), expected):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
-                            detail="missing or invalid API key: send it in the X-API-Key header",
-                            headers={"WWW-Authenticate": "APIKey"})
-
-
-Authenticated = Depends(require_api_key)
+#: write endpoints (ingest, simulations): the operator role (see :mod:`serving.auth`)
+Authenticated = Operator
 
 
 async def existing_race(store: StoreDep,

@@ -16,19 +16,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from datetime import datetime
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from fastapi import Response
+from graphql import FieldNode, FragmentSpreadNode, GraphQLError, InlineFragmentNode, IntValueNode, VariableNode
+from graphql.language import FragmentDefinitionNode, OperationDefinitionNode, SelectionSetNode
+from graphql.validation import ValidationRule
+from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from serving.deps import RateLimited
+from infra.settings import Settings
+from serving.deps import PG_INT_MAX, RateLimited
 from serving.routes.history import _LAP_FIELDS, HistoryDb, get_history_db
 
 MAX_PAGE = 5000
+log = logging.getLogger("racewire.serving.graphql")
 
 
 def _db(info: Info) -> HistoryDb:
@@ -138,7 +145,7 @@ def decode_cursor(cursor: str | None) -> tuple[int, int]:
         return -1, -1
     try:
         kind, lap, driver = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        if kind != "lap":
+        if kind != "lap" or not 0 <= int(lap) <= PG_INT_MAX or not 0 <= int(driver) <= PG_INT_MAX:
             raise ValueError(kind)
         return int(lap), int(driver)
     except (ValueError, binascii.Error, UnicodeDecodeError):
@@ -256,7 +263,103 @@ class Query:
                          track_status=r["track_status"], rows=[StandingRow.of(x) for x in r["rows"]])
 
 
-schema = strawberry.Schema(query=Query)
+# ------------------------------------------------------------------------------------- cost limits
 
-router: GraphQLRouter[Any, Any] = GraphQLRouter(schema, path="/graphql", tags=["graphql"],
-                                                dependencies=[RateLimited])
+#: list fields: the argument giving their size and its default, or a fixed bound (an entry list, a tower)
+LIST_SIZES: dict[str, tuple[str | None, int]] = {
+    "races": ("first", 100), "laps": ("first", 1000), "events": ("first", 1000),
+    "drivers": (None, 30), "rows": (None, 30),
+}
+
+
+def query_cost(operation: OperationDefinitionNode, fragments: dict[str, Any]) -> int:
+    """Rows an operation may return: a list field multiplies what it selects by its size (its ``first``
+    argument, the argument's variable default, else :data:`MAX_PAGE`; a fixed bound for entry lists and
+    towers); sibling fields add up.
+
+    >>> from graphql import parse
+    >>> doc = parse("{ a: races(first: 10) { drivers { number } } laps(race: 1) { edges { cursor } } }")
+    >>> query_cost(doc.definitions[0], {})
+    1300
+    """
+    defaults = {v.variable.name.value: v.default_value for v in operation.variable_definitions or ()}
+
+    def size(field: FieldNode) -> int:
+        arg_name, default = LIST_SIZES[field.name.value]
+        if arg_name is None:
+            return default
+        for arg in field.arguments or ():
+            if arg.name.value == arg_name:
+                value = arg.value
+                if isinstance(value, VariableNode):
+                    value = defaults.get(value.name.value)  # type: ignore[assignment]
+                    if value is None:
+                        return MAX_PAGE
+                return int(value.value) if isinstance(value, IntValueNode) else MAX_PAGE
+        return default
+
+    def cost(selections: SelectionSetNode | None, seen: frozenset[str]) -> int:
+        total = 0
+        for sel in selections.selections if selections is not None else ():
+            if isinstance(sel, FieldNode):
+                inner = cost(sel.selection_set, seen)
+                total += size(sel) * max(1, inner) if sel.name.value in LIST_SIZES else inner
+            elif isinstance(sel, InlineFragmentNode):
+                total += cost(sel.selection_set, seen)
+            elif isinstance(sel, FragmentSpreadNode) and sel.name.value not in seen:
+                frag = fragments.get(sel.name.value)
+                if frag is not None:
+                    total += cost(frag.selection_set, seen | {sel.name.value})
+        return total
+
+    return cost(operation.selection_set, frozenset())
+
+
+def cost_rule(max_cost: int) -> type[ValidationRule]:
+    class MaxCost(ValidationRule):
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+            fragments = {f.name.value: f for f in self.context.document.definitions
+                         if isinstance(f, FragmentDefinitionNode)}
+            total = query_cost(node, fragments)
+            if total > max_cost:
+                self.report_error(GraphQLError(
+                    f"query cost {total:,} is over the limit of {max_cost:,} (RACEWIRE_GRAPHQL_MAX_COST): it may "
+                    "return that many rows; ask for smaller pages (first) or fewer nested lists", node))
+
+    return MaxCost
+
+
+class _Router(GraphQLRouter[Any, Any]):
+    """A request the server refuses before running it (parse or validation errors: no ``data``, errors
+    without a ``path``) is a 400, as GraphQL over HTTP asks; errors while resolving stay 200."""
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        response = super().create_response(response_data, sub_response)
+        if isinstance(response_data, dict) and response_data.get("data") is None and response_data.get("errors") \
+                and not any(e.get("path") for e in response_data["errors"]):
+            response.status_code = 400
+        return response
+
+
+class _Schema(strawberry.Schema):
+    """Documents refused before they run (parse and validation errors, no ``path``) are the client's
+    mistake: one short INFO line, without the document (a 2,000-token query must not become a 2,000-line
+    ERROR). Errors while resolving are logged by strawberry as before."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        refused = [e for e in errors if not e.path]
+        for error in refused:
+            log.info("GraphQL request refused: %s", error.message.splitlines()[0][:200])
+        super().process_errors([e for e in errors if e.path], execution_context)
+
+
+def router_for(settings: Settings) -> GraphQLRouter[Any, Any]:
+    """The ``/graphql`` router with the configured limits on depth, aliases, tokens and cost."""
+    s = settings
+    schema = _Schema(query=Query, extensions=[  # factories: a fresh extension per request
+        lambda: QueryDepthLimiter(max_depth=s.graphql_max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=s.graphql_max_aliases),
+        lambda: MaxTokensLimiter(max_token_count=s.graphql_max_tokens),
+        lambda: AddValidationRules([cost_rule(s.graphql_max_cost)]),
+    ])
+    return _Router(schema, path="/graphql", tags=["graphql"], dependencies=[RateLimited])

@@ -141,15 +141,24 @@ class DriversOut(BaseModel):
 
 
 class DependencyOut(_Open):
-    ok: bool | None
+    ok: bool | None = Field(description="null: not configured, or not known yet")
     configured: bool = True
 
 
 class HealthOut(BaseModel):
-    status: str = Field(description="ok, or degraded when a dependency is down")
-    dependencies: dict[str, DependencyOut]
+    status: str = Field(description="ok, or degraded when a configured dependency is down")
+    serving_from: str | None = Field(description="where reads are answered from now: redis, postgresql "
+                                                 "(the fallback) or null (none: the answer is a 503)")
+    down: list[str] = Field(description="the configured dependencies that are down")
+    dependencies: dict[str, DependencyOut] = Field(
+        description="redis, postgresql, kafka, schema_registry, ingest, dataflow; details for operators only")
     sse_clients: int
     sse_channels: int
+
+
+class ReadyOut(BaseModel):
+    status: str = Field(description="ready or not ready")
+    serving_from: str | None = Field(description="redis, postgresql (the fallback) or null")
 
 
 class IngestItem(BaseModel):

@@ -35,6 +35,7 @@ KNOWN_IN_MESSAGE = 20
 
 _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 STREAM_ID_PATTERN = r"^\d{1,20}-\d{1,20}$"
+STREAM_ID_MAX = 2**64 - 1
 
 
 class StreamId(NamedTuple):
@@ -56,7 +57,10 @@ class StreamId(NamedTuple):
         m = _STREAM_ID.match(text)
         if m is None:
             raise ValueError(f"not a Redis stream id (expected '<ms>-<seq>', e.g. '1700000000000-0'): {text!r}")
-        return cls(int(m.group(1)), int(m.group(2)))
+        ms, seq = int(m.group(1)), int(m.group(2))
+        if ms > STREAM_ID_MAX or seq > STREAM_ID_MAX:  # Redis ids are two unsigned 64-bit integers
+            raise ValueError(f"stream id {text!r} is out of range: each part is at most {STREAM_ID_MAX}")
+        return cls(ms, seq)
 
     def __str__(self) -> str:
         return f"{self.ms}-{self.seq}"

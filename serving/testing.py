@@ -26,7 +26,7 @@ def serve_in_thread(app: Any, port: int | None = None, startup_timeout_s: float 
     """Run ``app`` under uvicorn on 127.0.0.1 in a background thread; yields its base URL."""
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, proxy_headers=False)  # as `racewire serve`: the app decides
     server = Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()

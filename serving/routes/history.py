@@ -19,7 +19,7 @@ import psycopg
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from psycopg.rows import dict_row
 
-from serving.deps import RACE_ID_PATTERN, RateLimited
+from serving.deps import PG_INT_MAX, RACE_ID_PATTERN, RateLimited
 
 router = APIRouter(tags=["history"], dependencies=[RateLimited])
 
@@ -122,8 +122,8 @@ async def races(request: Request, limit: Limit = 100,
 @router.get("/races/{race_id}/laps", summary="Every stored lap of a race, by lap then driver (paginated)")
 async def race_laps(request: Request, race_id: HistRaceId,
                     driver: Annotated[int | None, Query(ge=0, le=999)] = None,
-                    from_lap: Annotated[int, Query(ge=0)] = 0,
-                    to_lap: Annotated[int, Query(ge=0)] = 1_000_000,
+                    from_lap: Annotated[int, Query(ge=0, le=PG_INT_MAX)] = 0,
+                    to_lap: Annotated[int, Query(ge=0, le=PG_INT_MAX)] = 1_000_000,
                     limit: Limit = 1000, cursor: Cursor = None) -> dict[str, Any]:
     after_lap, after_driver = _cursor(cursor)
     rows = await get_history_db(request).fetch(
@@ -140,7 +140,8 @@ async def race_laps(request: Request, race_id: HistRaceId,
 @router.get("/races/{race_id}/standings", summary="The timing tower as it was at the end of lap N",
             responses={404: {"description": "no standings stored for that lap"}})
 async def standings(request: Request, race_id: HistRaceId,
-                    lap: Annotated[int | None, Query(ge=1, description="default: the latest stored lap")] = None
+                    lap: Annotated[int | None, Query(ge=1, le=PG_INT_MAX,
+                                                     description="default: the latest stored lap")] = None
                     ) -> dict[str, Any]:
     rows = await get_history_db(request).fetch(
         """SELECT race_id, lap, version, ts_ms, track_status, rows FROM standings

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from serving.deps import RaceId, RateLimited, SettingsDep, StoreDep
+from serving.deps import RaceId, RateLimited, SettingsDep, StoreDep, StreamIdQuery
 from serving.fallback import SOURCE_HEADER, use_fallback
 from serving.models import EventsOut, FastestLapResponse, HeroResponse, LeaderboardOut, RaceDriversOut, RacesOut
-from serving.store import SOURCE, STREAM_ID_PATTERN, StreamId, drivers_from_state
+from serving.store import SOURCE, StreamId, drivers_from_state
 
 # use_fallback: while Redis is unreachable these answer from PostgreSQL (header X-Racewire-Source)
 router = APIRouter(prefix="/races", tags=["races"], dependencies=[RateLimited, Depends(use_fallback)])
@@ -59,8 +59,7 @@ async def fastest_lap(race_id: RaceId, store: StoreDep, response: Response) -> d
             description="With `after`, the entries after that id (page on with `next`); without it, the newest "
                         "`limit` entries. Ids are the Redis stream ids the SSE stream uses.")
 async def events(race_id: RaceId, store: StoreDep, response: Response,
-                 after: Annotated[str | None, Query(pattern=STREAM_ID_PATTERN,
-                                                    description="a stream id such as 1700000000000-0")] = None,
+                 after: StreamIdQuery = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  type: Annotated[str | None, Query(pattern=r"^[A-Z_]{1,40}$",
                                                    description="only this type, e.g. OVERTAKE")] = None,

@@ -13,7 +13,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from serving.deps import RACE_ID_PATTERN, RaceId, RateLimited, StoreDep
+from serving.auth import Operator
+from serving.deps import RACE_ID_PATTERN, RaceId, RateLimited, SettingsDep, StoreDep
 from serving.store import RaceStore
 from serving.strategy import (
     CompareIn,
@@ -35,6 +36,11 @@ UNPROCESSABLE: dict[int | str, dict[str, Any]] = {422: {"description": "invalid 
 NEEDS_RACE: dict[int | str, dict[str, Any]] = {
     404: {"description": "unknown race"}, 409: {"description": "the race has nothing left to simulate"},
     **UNPROCESSABLE}
+#: simulations and strategy search: the operator role, and a bound on the work (RACEWIRE_MAX_SIMULATION_WORK)
+EXPENSIVE: dict[int | str, dict[str, Any]] = {
+    **NEEDS_RACE, 401: {"description": "no credentials: the operator role is needed"},
+    403: {"description": "credentials without the operator role"},
+    422: {"description": "invalid input, or more work than RACEWIRE_MAX_SIMULATION_WORK (the message says which)"}}
 
 
 def _models() -> Any:
@@ -147,6 +153,25 @@ def _built(situation: Situation) -> Any:
         raise HTTPException(422, str(exc)) from exc
 
 
+#: strategy search pre-screens candidates deterministically, then simulates this many of them plus the best
+#: of each stop count (0, 1, 2): the number of simulations an optimal-strategy request runs, at most
+OPTIMAL_SCREEN = 12
+OPTIMAL_RUNS = OPTIMAL_SCREEN + 3
+
+
+def _bounded(situation: Situation, sims: int, runs: int, limit: int) -> None:
+    """422 naming RACEWIRE_MAX_SIMULATION_WORK when the request would simulate more car-laps than it allows."""
+    cars, laps = len(situation.cars), max(1, situation.total_laps - situation.lap)
+    work = cars * laps * sims * runs
+    if work <= limit:
+        return
+    runs_text = f" x {runs} strategies" if runs > 1 else ""
+    most = limit // (cars * laps * runs)
+    raise HTTPException(422, f"too much work for one request: {cars} cars x {laps} laps left x {sims} sims"
+                             f"{runs_text} = {work:,} simulated car-laps, over RACEWIRE_MAX_SIMULATION_WORK "
+                             f"({limit:,}); ask for at most {most} sims here")
+
+
 def _car(built: Any, number: int) -> int:
     try:
         index = int(built.field.index_of(number))
@@ -157,13 +182,14 @@ def _car(built: Any, number: int) -> int:
     return index
 
 
-@router.post("/simulations/race", responses=NEEDS_RACE,
+@router.post("/simulations/race", responses=EXPENSIVE, dependencies=[Operator],
              summary="Monte Carlo of the rest of the race: finishing-position distribution of every car",
              description="From a live race (`race_id`) or a posted `situation`. Every car runs its own expected "
                          "best plan; lap times from the models with noise, tyre wear, pit loss, safety cars and "
                          "VSCs, overtaking difficulty and retirements.")
-async def simulate_race(body: RaceSimIn, store: StoreDep) -> dict[str, Any]:
+async def simulate_race(body: RaceSimIn, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     situation = await _situation(store, body.race_id, body.situation)
+    _bounded(situation, body.sims, 1, settings.max_simulation_work)
 
     def work() -> dict[str, Any]:
         from strategy.montecarlo import expected_plans, simulate
@@ -194,18 +220,19 @@ async def simulate_race(body: RaceSimIn, store: StoreDep) -> dict[str, Any]:
     return await asyncio.to_thread(work)
 
 
-@router.post("/strategies/optimal", responses=NEEDS_RACE,
+@router.post("/strategies/optimal", responses=EXPENSIVE, dependencies=[Operator],
              summary="Best strategies for one car, by expected finishing position and race time")
-async def optimal_strategy(body: OptimalIn, store: StoreDep) -> dict[str, Any]:
+async def optimal_strategy(body: OptimalIn, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     from strategy.plans import optimal
 
-    return await _for_car(store, body, lambda built: optimal(
-        built.field, built.model, body.driver, n_sims=body.sims, seed=body.seed, top=body.top))
+    return await _for_car(store, body, OPTIMAL_RUNS, settings.max_simulation_work, lambda built: optimal(
+        built.field, built.model, body.driver, n_sims=body.sims, seed=body.seed, top=body.top,
+        screen=OPTIMAL_SCREEN))
 
 
-@router.post("/strategies/compare", responses=NEEDS_RACE,
+@router.post("/strategies/compare", responses=EXPENSIVE, dependencies=[Operator],
              summary="Compare given strategies for one car (same random draws for each)")
-async def compare_strategies(body: CompareIn, store: StoreDep) -> dict[str, Any]:
+async def compare_strategies(body: CompareIn, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     from strategy.montecarlo import Strategy
     from strategy.plans import compare
 
@@ -218,12 +245,14 @@ async def compare_strategies(body: CompareIn, store: StoreDep) -> dict[str, Any]
             raise HTTPException(422, str(exc)) from exc
         return compare(built.field, built.model, body.driver, strategies, n_sims=body.sims, seed=body.seed)
 
-    return await _for_car(store, body, run)
+    return await _for_car(store, body, len(body.strategies), settings.max_simulation_work, run)
 
 
-async def _for_car(store: RaceStore, body: Any, search: Callable[[Any], list[Any]]) -> dict[str, Any]:
-    """One car's strategy search on the situation of ``body``, in a worker thread."""
+async def _for_car(store: RaceStore, body: Any, runs: int, limit: int,
+                   search: Callable[[Any], list[Any]]) -> dict[str, Any]:
+    """One car's strategy search on the situation of ``body`` (``runs`` simulations at most), in a worker thread."""
     situation = await _situation(store, body.race_id, body.situation)
+    _bounded(situation, body.sims, runs, limit)
 
     def work() -> dict[str, Any]:
         built = _built(situation)

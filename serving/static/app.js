@@ -535,11 +535,13 @@
       tr.dataset.code = code;
       tr.title = c.explanation || "";
       const threat = c.undercut_threat;
-      tr.innerHTML = `<td class="c-drv"><span class="teambar" style="background:${colour(row.team_colour || d.team_colour)}"></span>${esc(code)}</td>
+      tr.innerHTML = `<td class="c-drv"><span class="teambar"></span>${esc(code)}</td>
         <td class="c-call">${callText(c)}</td>
         <td class="c-pct"><span class="threat${threat >= 0.5 ? " high" : ""}">${pct(threat)}</span></td>
         <td class="c-pct">${pct(c.overcut_chance)}</td>
         <td class="c-exp">${c.expected_position == null ? "" : c.expected_position.toFixed(1)}</td>`;
+      // set through the DOM, not a style attribute: the page's CSP allows no inline styles
+      tr.querySelector(".teambar").style.background = colour(row.team_colour || d.team_colour);
       tr.classList.toggle("followed", code === state.follow);
       tr.addEventListener("click", () => setFollow(code === state.follow ? null : code));
       tbody.append(tr);

@@ -203,3 +203,22 @@ def test_a_page_opened_mid_race_charts_the_laps_already_run(browser: Any, redis_
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
     assert not errors, errors
+
+
+def test_swagger_ui_runs_under_its_content_security_policy(browser: Any, redis_url: str) -> None:
+    """/docs is Swagger UI served from this server: under the CSP it renders the API, and the browser
+    reports no violation (its one inline start-up script is allowed by hash)."""
+    pytest.importorskip("fastapi_offline", reason="fastapi-offline not installed: /docs uses FastAPI's CDN")
+    app = create_app(Settings(redis_url=redis_url), ServingOptions(rate_limit_per_s=0))  # type: ignore[call-arg]
+    messages: list[str] = []
+    with serve_in_thread(app) as url:
+        page = browser.new_page()
+        page.on("pageerror", lambda exc: messages.append(str(exc)))
+        page.on("console", lambda msg: messages.append(msg.text) if msg.type == "error" else None)
+        response = page.goto(f"{url}/docs")
+        assert "sha256-" in response.headers["content-security-policy"]
+        page.wait_for_selector(".swagger-ui .opblock", timeout=15_000)  # the operations, from /openapi.json
+        title = page.text_content(".swagger-ui .info .title") or ""
+        page.close()
+    assert "racewire" in title
+    assert not messages, messages

@@ -231,7 +231,7 @@ def test_page_and_docs_load_nothing_external(http: httpx.Client) -> None:
     page = http.get("/")
     assert page.status_code == 200 and "racewire" in page.text
     assert http.get("/app.js").status_code == 200 and http.get("/app.css").status_code == 200
-    pytest.importorskip("swagger_ui_bundle", reason="swagger-ui-bundle not installed: /docs uses FastAPI's CDN")
+    pytest.importorskip("fastapi_offline", reason="fastapi-offline not installed: /docs uses FastAPI's CDN")
     docs = http.get("/docs").text
     assert "/docs-static/swagger-ui-bundle.js" in docs and "cdn." not in docs
     assert http.get("/docs-static/swagger-ui-bundle.js").status_code == 200

@@ -153,3 +153,69 @@ def test_fanout_budget_thins_telemetry_snapshots_but_never_the_last(redis_url: s
     finally:
         redis_client.hdel("races", race)
         writer.close()
+
+
+def test_500_clients_churning_through_the_whole_app_leave_nothing_behind(redis_url: str, redis_client: redis.Redis,
+                                                                         unique_race_id: str) -> None:
+    """500 SSE clients connect in waves through every middleware (edge, metrics, request ids) while the
+    race is written, each reads its first frame and hangs up: afterwards no subscriber, no channel
+    and no connected-client count is left."""
+    import threading
+
+    import httpx
+
+    from infra.settings import Settings
+    from serving.app import ServingOptions, create_app
+    from serving.replay import write_session
+    from serving.testing import serve_in_thread
+
+    session, outputs = race_outputs(unique_race_id, seed=2, laps=3)
+    writer = RedisWriter(redis_url)
+    write_session(writer, session)
+    list(play(writer, outputs[:20]))
+    app = create_app(Settings(redis_url=redis_url),  # type: ignore[call-arg]
+                     ServingOptions(rate_limit_per_s=0, sse_ping_s=1, sse_block_ms=200, sse_linger_s=0.3))
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        for _ in play(writer, outputs[20:], speed=50):
+            if stop.is_set():
+                return
+
+    async def one(client: httpx.AsyncClient, url: str) -> bool:
+        async with client.stream("GET", f"{url}/api/races/{unique_race_id}/stream") as r:
+            parser = SSEParser()
+            async for chunk in r.aiter_raw():
+                if parser.feed(chunk):
+                    return r.status_code == 200
+        return False
+
+    async def churn(url: str) -> list[bool]:
+        results: list[bool] = []
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=20, limits=limits) as client:
+            for _wave in range(5):
+                results += await asyncio.gather(*(one(client, url) for _ in range(100)))
+        return results
+
+    try:
+        with serve_in_thread(app) as url:
+            writing = threading.Thread(target=keep_writing, daemon=True)
+            writing.start()
+            results = asyncio.run(churn(url))
+            stop.set()
+            writing.join(10)
+            hub = app.state.hub
+            for _ in range(100):  # the server notices each hang-up, then the channel lingers 0.3 s
+                if hub.clients == 0 and not hub.channels:
+                    break
+                asyncio.run(asyncio.sleep(0.1))
+            gauge = httpx.get(f"{url}/metrics").text
+        assert results.count(True) == 500
+        assert hub.clients == 0 and not hub.channels
+        assert "racewire_sse_clients 0.0" in gauge
+        assert "racewire_sse_connections_total 500.0" in gauge
+    finally:
+        stop.set()
+        writer.client.hdel("races", unique_race_id)
+        writer.close()

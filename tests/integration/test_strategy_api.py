@@ -20,6 +20,9 @@ from serving.testing import serve_in_thread
 pytestmark = pytest.mark.integration
 
 LAPS = 10
+#: simulations and strategy search need the operator role (RACEWIRE_API_KEY is an admin key)
+KEY = "strategy-api-test-key-0123456789"
+OPERATOR = {"X-API-Key": KEY}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,8 @@ def recorded() -> tuple[Any, list[Output]]:
 
 @pytest.fixture(scope="module")
 def api(redis_url: str) -> Iterator[str]:
-    app = create_app(Settings(redis_url=redis_url), ServingOptions(rate_limit_per_s=1000, rate_limit_burst=1000))
+    app = create_app(Settings(redis_url=redis_url, api_key=KEY),  # type: ignore[arg-type]
+                     ServingOptions(rate_limit_per_s=1000, rate_limit_burst=1000))
     with serve_in_thread(app) as url:
         yield url
 
@@ -84,26 +88,27 @@ def test_live_calls_and_stints_of_a_race(api: str, live_race: str) -> None:
 
 
 def test_simulate_a_live_race_and_refuse_a_finished_one(api: str, live_race: str) -> None:
-    r = httpx.post(f"{api}/api/simulations/race", json={"race_id": live_race, "sims": 500, "seed": 3}, timeout=60)
+    request = {"race_id": live_race, "sims": 500, "seed": 3}
+    r = httpx.post(f"{api}/api/simulations/race", json=request, headers=OPERATOR, timeout=60)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["lap"] >= LAPS // 2 and body["total_laps"] == LAPS and len(body["cars"]) == 20
     for car in body["cars"]:
         assert abs(sum(car["position_probs"]) - 1.0) < 1e-3
     assert abs(sum(c["p_win"] for c in body["cars"]) - 1.0) < 1e-3
-    again = httpx.post(f"{api}/api/simulations/race", json={"race_id": live_race, "sims": 500, "seed": 3}, timeout=60)
+    again = httpx.post(f"{api}/api/simulations/race", json=request, headers=OPERATOR, timeout=60)
     assert again.json()["cars"] == body["cars"]  # same seed, same answer
 
 
 def test_a_finished_race_has_nothing_to_simulate(api: str, finished_race: str) -> None:
-    r = httpx.post(f"{api}/api/simulations/race", json={"race_id": finished_race}, timeout=60)
+    r = httpx.post(f"{api}/api/simulations/race", json={"race_id": finished_race}, headers=OPERATOR, timeout=60)
     assert r.status_code == 409 and "over" in r.json()["detail"]
 
 
 def test_optimal_and_compare_for_a_posted_situation(api: str) -> None:
     situation = _situation()
     r = httpx.post(f"{api}/api/strategies/optimal", json={"situation": situation, "driver": 3, "sims": 400},
-                   timeout=60)
+                   headers=OPERATOR, timeout=60)
     assert r.status_code == 200, r.text
     best = r.json()["strategies"]
     assert best and [s["expected_position"] for s in best[:1]]
@@ -112,7 +117,8 @@ def test_optimal_and_compare_for_a_posted_situation(api: str) -> None:
     one_stop = {"stops": [{"lap": 30, "compound": "HARD"}]}
     silly = {"stops": [{"lap": lap, "compound": "SOFT"} for lap in (21, 22, 23)]}
     r = httpx.post(f"{api}/api/strategies/compare",
-                   json={"situation": situation, "driver": 3, "sims": 400, "strategies": [silly, one_stop]}, timeout=60)
+                   json={"situation": situation, "driver": 3, "sims": 400, "strategies": [silly, one_stop]},
+                   headers=OPERATOR, timeout=60)
     assert r.status_code == 200, r.text
     ranked = r.json()["strategies"]
     assert ranked[0]["strategy"].startswith("box L30")  # three stops in three laps loses
@@ -132,7 +138,7 @@ def test_optimal_and_compare_for_a_posted_situation(api: str) -> None:
     ("/api/predictions/degradation", {"compound": "HARD", "tyre_ages": [-1]}, "tyre ages"),
 ])
 def test_bad_input_gets_a_precise_422(api: str, path: str, body: dict[str, Any], needle: str) -> None:
-    r = httpx.post(f"{api}{path}", json=body, timeout=60)
+    r = httpx.post(f"{api}{path}", json=body, headers=OPERATOR, timeout=60)
     assert r.status_code == 422, r.text
     assert needle in r.text
 

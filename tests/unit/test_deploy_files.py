@@ -84,7 +84,42 @@ def test_compose_services_run_real_commands() -> None:
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")
 def test_docker_compose_config_validates() -> None:
-    env = {**os.environ, "RACEWIRE_API_KEY": "test-key"}
+    env = {**os.environ, "RACEWIRE_API_KEY": "k" * 32, "RACEWIRE_TOKEN_SECRET": "s" * 48, "POSTGRES_PASSWORD": "p" * 16}
     result = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
                             capture_output=True, text=True, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------------------------ security (issue 11)
+
+
+def _serving_args() -> list[list[str]]:
+    (dep,) = _by_kind("Deployment")
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return [dep["spec"]["template"]["spec"]["containers"][0]["args"], compose["services"]["serving"]["command"]]
+
+
+def test_no_secret_values_are_shipped_in_the_manifests() -> None:
+    (secret,) = _by_kind("Secret")
+    values = {**(secret.get("data") or {}), **(secret.get("stringData") or {})}
+    assert not values, f"the Secret ships values: {sorted(values)}; create it with kubectl instead"
+    text = (ROOT / "infra" / "k8s" / "racewire.yaml").read_text() + (ROOT / "docker-compose.yml").read_text()
+    for placeholder in ("replace-me", "dev-key", "changeme"):
+        assert placeholder not in text, placeholder
+
+
+def test_forwarded_headers_are_trusted_only_from_the_proxy_network() -> None:
+    for args in _serving_args():
+        assert "*" not in args and "--forwarded-allow-ips" not in args, args
+    (cm,) = _by_kind("ConfigMap")
+    assert cm["data"]["RACEWIRE_TRUSTED_PROXIES"] and "*" not in cm["data"]["RACEWIRE_TRUSTED_PROXIES"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = compose["services"]["serving"]["environment"]
+    assert env["RACEWIRE_TRUSTED_PROXIES"] and "*" not in env["RACEWIRE_TRUSTED_PROXIES"]
+
+
+def test_probes_keep_a_pod_serving_from_postgresql() -> None:
+    (dep,) = _by_kind("Deployment")
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/api/health/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/health/ready"

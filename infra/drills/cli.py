@@ -21,11 +21,14 @@ from typing import Any, NoReturn
 
 log = logging.getLogger("racewire.drill")
 
-CHOICES = ("all", "kill-flow", "redis-flush", "redis-outage", "postgres-outage", "broker-restart", "long-session")
+CHOICES = ("all", "kill-flow", "redis-flush", "redis-outage", "postgres-outage", "broker-restart", "long-session",
+           "control")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("drill", choices=CHOICES, help="which drill (all: every one, the reference run once)")
+    parser.add_argument("drill", choices=CHOICES,
+                        help="which drill (all: every one but control, the reference run once; control: "
+                             "the race again without a fault, which must pass)")
     parser.add_argument("--json", action="store_true", help="print only the JSON lines, one per drill")
     parser.add_argument("--scale", choices=("ci", "full"), default="ci",
                         help="ci: 8 laps at speed 20, 6 s outages; full: 30 laps at speed 20, 20 s outages")

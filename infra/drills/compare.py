@@ -34,12 +34,15 @@ from typing import Any
 
 #: fields that legitimately differ between two runs of the same race, per category
 VOLATILE: dict[str, frozenset[str]] = {
-    # versions count the records applied and the snapshots written; they are not content
-    "redis.state": frozenset({"version"}),
+    # versions count the records applied and the snapshots written; they are not content (the
+    # records applied are compared on their own, as ``redis.applied``). A snapshot's ``reason`` says
+    # whether the batch that produced it held a timing-line record or only telemetry: for the final
+    # snapshot that is the arrival order of the last records of the race, not the race
+    "redis.state": frozenset({"version", "reason"}),
     "redis.race_summary": frozenset({"version"}),
     "pg.race": frozenset({"board_version", "updated_at"}),
     "pg.standings": frozenset({"version"}),
-    "outputs.leaderboard": frozenset({"version"}),
+    "outputs.leaderboard": frozenset({"version", "reason"}),
 }
 
 #: how many differing keys each category names in ``details``

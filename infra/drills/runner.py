@@ -172,14 +172,12 @@ def flow_caught_up(f: Fault, s: Sample) -> str | None:
 
 
 def redis_restored(f: Fault, s: Sample) -> str | None:
-    """Redis holds the race again (summary, events, lap chart at least as before) and the flow caught up."""
-    b = f.before
-    if s.status is None or s.events is None or s.chart_laps is None:
-        return None
-    if s.events < (b.events or 0) or s.chart_laps < (b.chart_laps or 0):
+    """Redis holds the race again: every event id and lap-chart entry it held before the fault,
+    the race in the race list, and the flow caught up."""
+    if s.status is None or s.missing is None or s.missing > 0:
         return None
     how = flow_caught_up(f, s)
-    return None if how is None else f"race back in Redis; {how}"
+    return None if how is None else f"everything Redis held before is back; {how}"
 
 
 def pg_caught_up(f: Fault, s: Sample) -> str | None:
@@ -259,10 +257,11 @@ def redis_flush(run: Run) -> None:
     """``FLUSHALL`` in the middle of the race."""
     if _midrace(run, 0.5) is None:
         return
+    held = run.monitor.take_baseline()
     before = run.monitor.latest
     start = time.monotonic()
     run.stack.flush_redis()
-    run.fault("FLUSHALL", start, before, lap=before.lap, events_before=before.events)
+    run.fault("FLUSHALL", start, before, lap=before.lap, held_before=held)
 
 
 def redis_outage(run: Run) -> None:
@@ -271,12 +270,13 @@ def redis_outage(run: Run) -> None:
     append-only file, it comes back with its data)."""
     if _midrace(run) is None:
         return
+    held = run.monitor.take_baseline()
     before = run.monitor.latest
     start = time.monotonic()
     run.stack.redis.stop()
     time.sleep(run.scale.outage_s)
     run.stack.redis.start()
-    run.fault(f"Redis stopped {run.scale.outage_s:g} s", start, before, lap=before.lap,
+    run.fault(f"Redis stopped {run.scale.outage_s:g} s", start, before, lap=before.lap, held_before=held,
               persistence=run.stack.redis.persist, down_s=round(time.monotonic() - start, 2))
 
 
@@ -293,19 +293,51 @@ def postgres_outage(run: Run) -> None:
               down_s=round(time.monotonic() - start, 2))
 
 
+def _quiet(run: Run, seconds: float, timeout: float) -> bool:
+    """Wait until the state version and the outputs read have not changed for ``seconds``."""
+    deadline = time.monotonic() + timeout
+    mark, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        s = run.monitor.latest
+        if (s.version, s.outputs) != mark:
+            mark, since = (s.version, s.outputs), time.monotonic()
+        elif time.monotonic() - since >= seconds:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def broker_restart(run: Run) -> None:
     """The broker stopped and started again on the same port. It keeps data in memory only, so it
-    comes back empty: no topics, every offset gone. The drill creates nothing on it."""
+    comes back empty: no topics, every offset gone. The drill creates nothing on it.
+
+    For the moment the broker stops, the simulator is paused (``SIGSTOP``) until the flow has
+    applied what the broker held and the output tail has read what the flow wrote: records a
+    memory-only broker held unread when it died are lost with it, whatever racewire does, and
+    would make the count depend on timing. The simulator resumes as soon as the broker is down,
+    so it produces into the outage (its records must wait for the broker, not be dropped)."""
     if _midrace(run) is None:
         return
-    before = run.monitor.latest
-    start = time.monotonic()
-    run.stack.kafka.stop()
+    sims = run.up.pids_of("simulate")
+    for pid in sims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        paused = time.monotonic()
+        drained = _quiet(run, 1.0, 15.0)
+        before = run.monitor.latest
+        start = time.monotonic()
+        run.stack.kafka.stop(timeout=2)  # SIGKILL if it has not gone in 2 s (it waits for its clients)
+    finally:
+        for pid in sims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
     time.sleep(run.scale.outage_s)
     run.stack.kafka.start()
     run.tail.rewind()  # as a consumer that noticed the restart would: new topics start at offset 0
     run.fault(f"broker stopped {run.scale.outage_s:g} s and restarted empty", start, before, lap=before.lap,
-              down_s=round(time.monotonic() - start, 2))
+              down_s=round(time.monotonic() - start, 2), simulator_paused_s=round(start - paused, 2),
+              drained_before_stop=drained)
 
 
 def no_fault(run: Run) -> None:
@@ -333,6 +365,10 @@ DRILLS: dict[str, Drill] = {d.name: d for d in (
           f"the race's telemetry in one partition of >= {LONG_SESSION_BATCHES:,} single-record batches, "
           "read by a flow started after it was written"),
 )}
+
+#: not a fault: the race run once more, uninterrupted; it must compare clean with the reference,
+#: or the drills' verdicts mean nothing (run on demand, not part of ``all``)
+CONTROL = Drill("control", no_fault, flow_caught_up, "no fault: the uninterrupted run again (checks the drills)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,7 +426,10 @@ def _settle(run: Run, long_session: bool) -> str:
         if s.fingerprint() != fp:
             fp, since = s.fingerprint(), now
         quiet = now - since
-        produced = long_session or (run.monitor.sim_seen and not s.sim_alive)
+        # the race is produced once the simulator is done, or, if it hangs, once the race should
+        # have ended long ago
+        produced = (long_session or (run.monitor.sim_seen and not s.sim_alive)
+                    or now - run.up.started_at >= run.spec.duration_s + scale.stall_s)
         if not s.up_running and quiet >= scale.settle_s:
             return "racewire up exited"
         if produced and s.status == "finished" and quiet >= scale.settle_s:
@@ -490,11 +529,11 @@ class DrillResult:
                 "seconds": self.seconds, "details": self.details}
 
 
-def _long_session_recovery(run: Run, ref_applied: int | None) -> tuple[float | None, list[dict[str, Any]]]:
-    """For the long session: seconds from `racewire up`'s start until the flow had read the whole
-    long partition: its status says every partition is read to the end, or the race state has
-    applied as many input records as the uninterrupted run's (the race being final is not enough:
-    laps and race control finish it without a single telemetry record)."""
+def _read_all(run: Run, ref_applied: int | None) -> tuple[float | None, list[dict[str, Any]]]:
+    """Without a fault (the long session, the control): seconds from `racewire up`'s start until the
+    flow had read all its input: its status says every partition is read to the end, or the race
+    state has applied as many input records as the uninterrupted run's (the race being final is not
+    enough: laps and race control finish it without a single telemetry record)."""
     def done(s: Sample) -> str | None:
         if s.flow is not None and s.flow.caught_up:
             return "flow status: lag 0, applied == read"
@@ -504,25 +543,48 @@ def _long_session_recovery(run: Run, ref_applied: int | None) -> tuple[float | N
 
     found = next(((s, how) for s in run.monitor.samples if s.status == "finished" and (how := done(s))), None)
     seconds = None if found is None else round(found[0].t - run.up.started_at, 2)
-    return seconds, [{"fault": "none: a long partition read from the start", "read_s": seconds,
+    return seconds, [{"fault": "none", "read_s": seconds,
                       "criterion": None if found is None else found[1] + ", counted from racewire up's start"}]
+
+
+#: what a timeline entry holds, after the seconds since the (first) fault ended
+TIMELINE_FIELDS = ("version", "lap", "status", "events", "chart_laps", "pg_laps", "outputs", "flow_processes",
+                   "simulator")
+
+
+def timeline(run: Run, most: int = 30) -> dict[str, Any]:
+    """What the monitor saw change, as seconds since the first fault ended (or since up started):
+    at most ``most`` entries, spread over the run."""
+    t0 = min((f.end for f in run.faults), default=run.up.started_at)
+    rows: list[list[Any]] = []
+    last: tuple[Any, ...] | None = None
+    for s in list(run.monitor.samples):
+        row = (s.version, s.lap, s.status, s.events, s.chart_laps, s.pg_laps, s.outputs, len(s.flow_pids),
+               s.sim_alive)
+        if row != last:
+            rows.append([round(s.t - t0, 1), *row])
+            last = row
+    if len(rows) > most:
+        step = len(rows) / most
+        rows = [rows[int(i * step)] for i in range(most - 1)] + [rows[-1]]
+    return {"fields": ["s_after_fault", *TIMELINE_FIELDS], "changes": rows}
 
 
 def run_drill(name: str, spec: RaceSpec, scale: Scale, ref: Contents, *, redis_persist: bool = False,
               keep_dir: bool = False) -> DrillResult:
     """Run one drill and judge it against the reference."""
-    drill = DRILLS[name]
+    drill = CONTROL if name == CONTROL.name else DRILLS[name]
     log.info("drill %s: %s", name, drill.summary)
     outcome = run_race(drill, spec, scale, redis_persist=redis_persist, keep_dir=keep_dir)
     run = outcome.run
     cmp = compare_contents(ref, outcome.contents)
-    if name == "long-session":
+    if name in ("long-session", CONTROL.name):
         ref_applied = ((ref.get("redis") or {}).get("applied") or {}).get("item")
-        recovered_s, per_fault = _long_session_recovery(run, ref_applied)
+        recovered_s, per_fault = _read_all(run, ref_applied)
     else:
         recovered_s, per_fault = recovery(run, drill.recovered)
     failed: list[str] = list(run.unapplied)
-    if not run.faults and name != "long-session":
+    if not run.faults and name not in ("long-session", CONTROL.name):
         failed.append("no fault was applied")
     if name == "long-session":
         batches = run.info.get("long_session", {}).get("telemetry_batches", 0)
@@ -552,9 +614,12 @@ def run_drill(name: str, spec: RaceSpec, scale: Scale, ref: Contents, *, redis_p
         "up": {"exit_code": outcome.up_exit,
                "console_after_fault": run.up.console(first_fault, outcome.ended_at)[:12]},
         "final_flow_status": None if last.flow is None else vars(last.flow),
+        **({} if last.missing is None else {"held_before_fault_missing_at_end": last.missing}),
         **run.info,
         "compared": cmp.details(),
         "reference_s": ref.get("seconds"),
     }
+    if failed:
+        details["timeline"] = timeline(run)
     return DrillResult(name, not failed, cmp.lost, cmp.duplicated, cmp.wrong, recovered_s, cmp.duplicated_output,
                        outcome.seconds, details)

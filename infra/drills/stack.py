@@ -104,10 +104,9 @@ def _cmdline(p: psutil.Process) -> list[str]:
 
 
 def _is_command(cmd: list[str], *words: str) -> bool:
-    """``cmd`` runs the racewire sub-command ``words`` (``flow race``, ``simulate``)."""
+    """``cmd`` (a child of ``racewire up``) runs the sub-command ``words`` (``flow race``, ``simulate``)."""
     n = len(words)
-    return any(tuple(cmd[i:i + n]) == words for i in range(len(cmd) - n + 1)) and any(
-        "infra.cli" in c or c.endswith("racewire") for c in cmd)
+    return any(tuple(cmd[i:i + n]) == words for i in range(len(cmd) - n + 1))
 
 
 class UpRun:
@@ -281,6 +280,9 @@ class Sample:
     status: str | None = None
     events: int | None = None
     chart_laps: int | None = None  # laps in the Redis lap chart (sum over laps of the cars listed)
+    #: of what Redis held when :meth:`Monitor.take_baseline` was called, how much is missing now
+    #: (event ids in the stream, car laps in the lap chart); None without a baseline
+    missing: int | None = None
     pg_laps: int | None = None
     pg_events: int | None = None
     flow: FlowStatus | None = None
@@ -309,6 +311,8 @@ class Monitor:
     interval: float = 0.25
     samples: list[Sample] = field(default_factory=list)
     sim_seen: bool = False
+    #: event ids of the stream and (lap, car) pairs of the lap chart, see :meth:`take_baseline`
+    baseline: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -327,6 +331,24 @@ class Monitor:
         if self._pg is not None:
             with contextlib.suppress(Exception):
                 self._pg.close()
+
+    def take_baseline(self) -> int:
+        """Remember what Redis holds for the race now; later samples say how much of it is missing."""
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        try:
+            self.baseline = frozenset(self._redis_items(client))
+        finally:
+            client.close()
+        return len(self.baseline)
+
+    def _redis_items(self, client: Any) -> set[str]:
+        from dataflows.connectors import redis_sink as k
+
+        items = {f"event {fields[b'event_id'].decode()}"
+                 for _id, fields in client.xrange(k.EVENTS_KEY.format(self.race_id))}
+        for lap, order in client.hgetall(k.LAPCHART_KEY.format(self.race_id)).items():
+            items.update(f"lap {lap.decode()}:{car}" for car in json.loads(order))
+        return items
 
     @property
     def latest(self) -> Sample:
@@ -366,6 +388,8 @@ class Monitor:
             keys = list(self._redis.scan_iter(match=FLOW_STATUS_PATTERN, count=100))
             docs = [json.loads(v) for v in self._redis.mget(keys) if v is not None] if keys else []
             s.flow = flow_status(docs, r)
+            if self.baseline is not None:
+                s.missing = len(self.baseline - self._redis_items(self._redis))
         except (redis.RedisError, OSError, ValueError):
             pass
         try:

@@ -222,8 +222,9 @@ def kill_flow(run: Run) -> None:
 
         s = run.monitor.wait(ready, run.deadline - time.monotonic(), give_up=_up_gone)
         if s is None:
-            why = "racewire up had exited" if not run.up.running else f"the race never reached lap {target}"
-            run.unapplied.append(f"kill {i} of 3 not done: {why} with a dataflow process to kill")
+            why = ("racewire up had exited" if not run.up.running
+                   else f"no dataflow process had taken the race to lap {target}")
+            run.unapplied.append(f"kill {i} of 3 not done: {why}")
             return
         pids = run.up.pids_of("flow", "race")
         if not pids:

@@ -51,7 +51,7 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     # a few laps at high speed: each drill takes about a minute on a small machine
-    "ci": Scale("ci", laps=8, speed=20, outage_s=6, settle_s=3, stall_s=20, catchup_s=60, startup_s=60),
+    "ci": Scale("ci", laps=8, speed=20, outage_s=6, settle_s=3, stall_s=30, catchup_s=60, startup_s=60),
     # a 30-lap race and real 20 s outages, for on-demand runs
     "full": Scale("full", laps=30, speed=20, outage_s=20, settle_s=5, stall_s=60, catchup_s=180, startup_s=90),
 }
@@ -205,6 +205,11 @@ def recovery(run: Run, recovered: Recovered) -> tuple[float | None, list[dict[st
 # the faults
 
 
+#: the kills come when the race state in Redis is at these fractions of the race distance (8 laps:
+#: laps 1, 3 and 5), each once the flow restarted after the previous kill has got further
+KILL_AT = (0.15, 0.4, 0.65)
+
+
 def _up_gone(s: Sample) -> bool:
     return not s.up_running
 
@@ -214,15 +219,20 @@ def kill_flow(run: Run) -> None:
     restarts it (no hand restart). Each kill waits until the (restarted) flow is further on."""
     laps = run.spec.laps
     done_lap = 0
-    for i, frac in enumerate((0.25, 0.5, 0.75), 1):
+    for i, frac in enumerate(KILL_AT, 1):
         target = max(1, round(laps * frac), done_lap + 1)
 
         def ready(s: Sample, target: int = target) -> bool:
             return (s.lap or 0) >= target and bool(s.flow_pids)
 
-        s = run.monitor.wait(ready, run.deadline - time.monotonic(), give_up=_up_gone)
-        if s is None:
+        def over(s: Sample) -> bool:
+            return not s.up_running or s.status == "finished"
+
+        s = run.monitor.wait(ready, run.deadline - time.monotonic(), give_up=over)
+        if s is None or s.status == "finished":
+            latest = run.monitor.latest
             why = ("racewire up had exited" if not run.up.running
+                   else "the race was over (final in Redis) before it" if latest.status == "finished"
                    else f"no dataflow process had taken the race to lap {target}")
             run.unapplied.append(f"kill {i} of 3 not done: {why}")
             return
@@ -416,11 +426,13 @@ def _prefill_long_partition(stack: Stack, spec: RaceSpec) -> dict[str, Any]:
             "producer": {k: str(v) for k, v in SMALL_BATCHES.items()}}
 
 
-def _settle(run: Run, long_session: bool) -> str:
-    """Wait until the race is over and nothing changes any more; says how the wait ended."""
+def _settle(run: Run, long_session: bool, recovered: Recovered) -> str:
+    """Wait until the race is over, the system has recovered from every fault and nothing changes
+    any more; says how the wait ended."""
     scale = run.scale
     fp: tuple[Any, ...] | None = None
     since = time.monotonic()
+    recovered_faults: set[int] = set()
     while time.monotonic() < run.deadline:
         s = run.monitor.latest
         now = time.monotonic()
@@ -433,12 +445,22 @@ def _settle(run: Run, long_session: bool) -> str:
                     or now - run.up.started_at >= run.spec.duration_s + scale.stall_s)
         if not s.up_running and quiet >= scale.settle_s:
             return "racewire up exited"
-        if produced and s.status == "finished" and quiet >= scale.settle_s:
+        done = produced and s.status == "finished" and quiet >= scale.settle_s
+        if done and _all_recovered(run, recovered, recovered_faults):
             return "settled"
-        if produced and quiet >= scale.stall_s:
+        started = s.version is not None or now - run.up.started_at >= scale.startup_s
+        if produced and started and quiet >= scale.stall_s:
             return f"stalled: nothing changed for {scale.stall_s:g} s"
         time.sleep(0.25)
     return "deadline: still changing or not finished when the time allowed ran out"
+
+
+def _all_recovered(run: Run, recovered: Recovered, done: set[int]) -> bool:
+    """Every fault has been recovered from (``done``: indices of faults already known to be)."""
+    for i, f in enumerate(run.faults):
+        if i not in done and any(recovered(f, s) for s in run.monitor.since(f.end)):
+            done.add(i)
+    return len(done) == len(run.faults)
 
 
 def run_race(drill: Drill | None, spec: RaceSpec, scale: Scale, *, redis_persist: bool = False,
@@ -466,7 +488,7 @@ def run_race(drill: Drill | None, spec: RaceSpec, scale: Scale, *, redis_persist
                 tail.start()
                 monitor.start()
                 (drill.fault if drill else no_fault)(run)
-                settled = _settle(run, long_session)
+                settled = _settle(run, long_session, drill.recovered if drill else flow_caught_up)
                 up_exit, ended_at = up.exit_code, time.monotonic()
                 contents = collect(spec.race_id, stack.redis.url, stack.postgres.url, tail)
             finally:

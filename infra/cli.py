@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rebuild-cache": ("infra.rebuild_cache", "Restore a race's live Redis state from PostgreSQL."),
     "train": ("strategy.train", "Train the strategy models from lap tables and write versioned artifacts."),
     "evaluate": ("strategy.evaluate", "Lap-time model vs a naive baseline on held-out races (JSON)."),
+    "drill": ("infra.drills.cli", "Fault drills against the real system; one JSON line per drill."),
 }
 
 

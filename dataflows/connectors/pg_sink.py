@@ -13,12 +13,15 @@ exactly once):
 - :class:`RaceEvent` → ``events`` (``payload`` = the whole event as JSON).
 - :class:`Stint` → ``stints``.
 - :class:`BoardUpdate` / :class:`Leaderboard` → ``races`` status, lap and winner (newer version
-  wins), and, for timing-line snapshots, ``standings``: a snapshot in which every running car has
-  completed lap N (finished cars count as having completed every lap) is the tower at lap N; the
-  latest version per lap is kept.
+  wins).
+- :class:`~dataflows.race.towers.Tower` (the race state emits one at the end of every lap, whatever
+  the batching) → ``standings``, one row per lap; a later emission of a lap (higher version) wins.
 
 Anything else (commentary, rejections, lap charts) is ignored, so the sink can take the same
 stream as the Redis sink.
+
+While PostgreSQL is unreachable a write is retried with backoff, holding the worker (see
+:mod:`dataflows.connectors.retry`); the connection is opened again as needed.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg.types.json import Jsonb
 
 from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc, race_summary
+from dataflows.connectors.retry import OutageRetry, RetryPolicy
 from dataflows.race.driver import DriverUpdate
+from dataflows.race.towers import Tower
 from schemas.model import CarStatus, Lap, Leaderboard, RaceEvent, Session, Stint
 
 _UPSERT_RACE = """
@@ -127,10 +132,16 @@ WHERE standings.version < EXCLUDED.version
 _RUNNING = (CarStatus.RUNNING, CarStatus.PIT)
 
 
+#: errors that mean PostgreSQL is unreachable (a refused or broken connection, a server shutting
+#: down or restarting, a deadlock or serialisation failure): the write is retried
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
 def standings_lap(board: Leaderboard) -> int | None:
-    """The lap whose end ``board`` shows: the fewest laps completed by a running car (finished
-    cars have completed every lap; retired ones are ignored). None before lap 1 and for
-    snapshots that are not from the timing line.
+    """The lap whose end a live ``board`` shows: the fewest laps completed by a running car
+    (finished cars have completed every lap; retired ones are ignored). None before lap 1 and for
+    snapshots that are not from the timing line. (The flow stores :class:`Tower` records, which do
+    not depend on snapshots; tools that only have snapshots use this.)
 
     >>> from schemas.model import LeaderboardRow, TrackStatus
     >>> row = lambda n, laps, st: LeaderboardRow(n, n, "X", "T", "fff", laps, laps, st, n)
@@ -165,14 +176,23 @@ def _lap_row(lap: Lap, update: DriverUpdate | None) -> tuple[Any, ...]:
             update.stint if update is not None else None)
 
 
+#: seconds to wait for a connection before counting PostgreSQL as unreachable
+CONNECT_TIMEOUT_S = 5
+
+
 class PgWriter:
     """Writes race-flow outputs to PostgreSQL, one transaction per :meth:`write` (idempotent).
     Usable outside Bytewax (tools, tests, loaders). The schema must exist: see
-    :func:`infra.migrate.migrate`."""
+    :func:`infra.migrate.migrate`. While PostgreSQL is unreachable, :meth:`write` retries (see
+    :class:`~dataflows.connectors.retry.OutageRetry`)."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, retry: RetryPolicy | None = None) -> None:
         self.conninfo = conninfo
-        self.conn: psycopg.Connection[Any] = psycopg.connect(conninfo)
+        self.retry = OutageRetry("postgres", TRANSIENT, retry)
+        self.conn: psycopg.Connection[Any] = self.retry.call(self._connect)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT_S)
 
     def write(self, items: Iterable[Any]) -> None:
         sessions: dict[str, Session] = {}
@@ -180,7 +200,7 @@ class PgWriter:
         events: dict[tuple[str, str], RaceEvent] = {}
         stints: dict[tuple[str, int, int], Stint] = {}
         latest: dict[str, Leaderboard] = {}
-        standings: dict[tuple[str, int], Leaderboard] = {}
+        standings: dict[tuple[str, int], Tower] = {}
         for item in items:
             if isinstance(item, DriverUpdate):
                 lap = item.lap
@@ -198,6 +218,10 @@ class PgWriter:
                 seen_stint = stints.get(key)
                 if seen_stint is None or (item.end_lap, not item.open) >= (seen_stint.end_lap, not seen_stint.open):
                     stints[key] = item
+            elif isinstance(item, Tower):
+                prev = standings.get((item.race_id, item.lap))
+                if prev is None or item.version > prev.version:
+                    standings[(item.race_id, item.lap)] = item
             else:
                 board = _board_of(item)
                 if board is None:
@@ -205,13 +229,17 @@ class PgWriter:
                 seen = latest.get(board.race_id)
                 if seen is None or board.version > seen.version:
                     latest[board.race_id] = board
-                n = standings_lap(board)
-                if n is not None:
-                    prev = standings.get((board.race_id, n))
-                    if prev is None or board.version > prev.version:
-                        standings[(board.race_id, n)] = board
-        if not (sessions or laps or events or stints or latest):
+        if not (sessions or laps or events or stints or latest or standings):
             return
+        self.retry.call(lambda: self._store(sessions, laps, events, stints, latest, standings))
+
+    def _store(self, sessions: dict[str, Session], laps: dict[tuple[str, int, int], tuple[Any, ...]],
+               events: dict[tuple[str, str], RaceEvent], stints: dict[tuple[str, int, int], Stint],
+               latest: dict[str, Leaderboard], standings: dict[tuple[str, int], Tower]) -> None:
+        """One attempt: everything in one transaction (rolled back whole if the connection breaks)."""
+        if self.conn.closed or self.conn.broken:
+            self.conn.close()
+            self.conn = self._connect()
         with self.conn.transaction(), self.conn.cursor() as cur:
             # one writer per race at a time for the lap ranking (sorted: no lock-order deadlocks)
             for race_id in sorted({k[0] for k in laps}):
@@ -249,8 +277,8 @@ class PgWriter:
                 cur.executemany(_UPSERT_RACE_STATUS, rows)
             if standings:
                 cur.executemany(_UPSERT_STANDINGS, [
-                    (race_id, n, b.version, b.ts_ms, str(b.track_status), Jsonb([r.to_dict() for r in b.rows]))
-                    for (race_id, n), b in sorted(standings.items())])
+                    (race_id, n, t.version, t.ts_ms, str(t.track_status), Jsonb([r.to_dict() for r in t.rows]))
+                    for (race_id, n), t in sorted(standings.items())])
 
     def close(self) -> None:
         self.conn.close()
@@ -271,8 +299,9 @@ class PgSink(DynamicSink[Any]):
     """Bytewax sink: one :class:`PgWriter` (one connection) per worker. Run
     :func:`infra.migrate.migrate` before the flow starts."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, retry: RetryPolicy | None = None) -> None:
         self.conninfo = conninfo
+        self.retry = retry
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(PgWriter(self.conninfo))
+        return _Partition(PgWriter(self.conninfo, self.retry))

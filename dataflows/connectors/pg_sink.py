@@ -26,6 +26,7 @@ While PostgreSQL is unreachable a write is retried with backoff, holding the wor
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,8 +37,11 @@ from psycopg.types.json import Jsonb
 from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc, race_summary
 from dataflows.connectors.retry import OutageRetry, RetryPolicy
 from dataflows.race.driver import DriverUpdate
+from dataflows.race.processor import LapChart
 from dataflows.race.towers import Tower
 from schemas.model import CarStatus, Lap, Leaderboard, RaceEvent, Session, Stint
+
+log = logging.getLogger("racewire.flow.postgres")
 
 _UPSERT_RACE = """
 INSERT INTO races (race_id, name, circuit, total_laps, track_length_m, start_time, pit_loss_ms,
@@ -282,6 +286,34 @@ class PgWriter:
 
     def close(self) -> None:
         self.conn.close()
+
+
+_HISTORY_EVENTS = "SELECT payload FROM events WHERE race_id = %s ORDER BY ts_ms, event_id"
+_HISTORY_STINTS = "SELECT payload FROM stints WHERE race_id = %s ORDER BY driver_number, stint"
+_HISTORY_CHART = "SELECT lap, driver_number FROM laps WHERE race_id = %s ORDER BY lap, position, crossing_ms"
+
+
+class HistoryReader:
+    """What the history store holds of one race, as race-flow outputs: its events, stints and lap
+    chart (the Redis writer restores a race from it that Redis lost while the flow was down). Best
+    effort: when PostgreSQL cannot answer, it logs why and returns nothing."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+
+    def __call__(self, race_id: str) -> list[Any]:
+        try:
+            with psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                events = [RaceEvent.from_dict(p) for (p,) in conn.execute(_HISTORY_EVENTS, (race_id,))]
+                stints = [Stint.from_dict(p) for (p,) in conn.execute(_HISTORY_STINTS, (race_id,))]
+                chart: dict[int, list[int]] = {}
+                for lap, number in conn.execute(_HISTORY_CHART, (race_id,)):
+                    chart.setdefault(lap, []).append(number)
+        except psycopg.Error as e:
+            log.warning("could not read race %s from PostgreSQL to restore it in Redis (%s: %s)", race_id,
+                        type(e).__name__, e, extra={"race_id": race_id})
+            return []
+        return [*events, *stints, *(LapChart(race_id, lap, order) for lap, order in chart.items())]
 
 
 class _Partition(StatelessSinkPartition[Any]):

@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY, Counter
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_delay,
     stop_never,
     wait_exponential,
@@ -69,13 +69,15 @@ class RetryPolicy:
 
 
 class OutageRetry:
-    """Runs a sink's writes, retrying those that fail with one of ``transient`` (see the module
-    docstring). One per sink partition; not thread-safe."""
+    """Runs a sink's writes, retrying those that fail with one of ``transient`` but none of
+    ``permanent`` (see the module docstring). One per sink partition; not thread-safe."""
 
     def __init__(self, sink: str, transient: tuple[type[BaseException], ...], policy: RetryPolicy | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 permanent: tuple[type[BaseException], ...] = ()) -> None:
         self.sink = sink
         self.transient = transient
+        self.permanent = permanent
         self.policy = policy or RetryPolicy()
         self.retries = 0  # in the current outage
         self.outage_started: float | None = None  # monotonic
@@ -94,11 +96,14 @@ class OutageRetry:
                         "until it answers", self.sink, type(error).__name__, error,
                         extra={"sink": self.sink, "error": repr(error)})
 
+    def is_outage(self, error: BaseException) -> bool:
+        return isinstance(error, self.transient) and not isinstance(error, self.permanent)
+
     def call(self, write: Callable[[], _T]) -> _T:
         """``write()``, retried while it fails with a transient error; raises any other error."""
         policy = self.policy
         retrying = Retrying(
-            retry=retry_if_exception_type(self.transient),
+            retry=retry_if_exception(self.is_outage),
             wait=wait_exponential(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s)
             + wait_random(0, policy.initial_backoff_s),
             stop=stop_after_delay(policy.give_up_after_s) if policy.give_up_after_s > 0 else stop_never,

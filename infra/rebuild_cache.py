@@ -7,8 +7,12 @@ Reads the history store (``RACEWIRE_DATABASE_URL``) and writes, through
   leaderboard sorted set and the ``races`` hash entry: skipped when Redis already holds that
   version or a newer one;
 - every stored event into the events stream, each once (the writer remembers event ids);
+- every stint's latest features and the lap chart (the order at the line of every stored lap);
 - the session document (entry list, race metadata; the track outline is not stored), only when
   Redis has none.
+
+(The race dataflow does this by itself for the live races it holds when Redis loses its data; this
+command is for the others, e.g. a finished race.)
 
 Running it again changes nothing. Prints a JSON summary.
 """
@@ -42,14 +46,18 @@ class RebuildError(RuntimeError):
 
 def rebuild(race_id: str, database_url: str, redis_url: str) -> dict[str, Any]:
     """Restore ``race_id``'s Redis state from PostgreSQL; returns what was done."""
+    from dataflows.connectors.pg_sink import HistoryReader
     from dataflows.connectors.redis_sink import (
         EVENTS_KEY,
+        LAPCHART_KEY,
         SESSION_KEY,
+        STINTS_KEY,
         VERSION_KEY,
         BoardUpdate,
         RedisWriter,
     )
-    from schemas.model import Leaderboard, RaceEvent
+    from dataflows.race.processor import LapChart
+    from schemas.model import Leaderboard, RaceEvent, Stint
 
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         races = conn.execute(RACE_SQL, {"race": race_id}).fetchall()
@@ -71,6 +79,7 @@ def rebuild(race_id: str, database_url: str, redis_url: str) -> dict[str, Any]:
         before = client.get(VERSION_KEY.format(race_id))
         stream_before = client.xlen(EVENTS_KEY.format(race_id))
         items: list[Any] = [RaceEvent.from_dict(e["payload"]) for e in events]
+        items += [i for i in HistoryReader(database_url)(race_id) if isinstance(i, (Stint, LapChart))]
         if doc is not None:
             items.append(BoardUpdate(Leaderboard.from_dict(doc), None, race.get("name")))
         writer.write(items)
@@ -87,6 +96,8 @@ def rebuild(race_id: str, database_url: str, redis_url: str) -> dict[str, Any]:
             "events_stored": len(events),
             "events_added": client.xlen(EVENTS_KEY.format(race_id)) - stream_before,
             "session_written": session_written,
+            "stints": client.hlen(STINTS_KEY.format(race_id)),
+            "lap_chart_laps": client.hlen(LAPCHART_KEY.format(race_id)),
         }
     finally:
         writer.close()

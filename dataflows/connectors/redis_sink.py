@@ -200,9 +200,10 @@ class _RaceData:
     """What one race's keys hold, as written: one batch's worth, or (in :attr:`RedisWriter.mirror`)
     everything the writer wrote for a live race, merged. Values are the stored bytes."""
 
-    __slots__ = ("chart", "events", "final", "history", "newer", "session", "state", "touched", "trimmed")
+    __slots__ = ("board", "chart", "events", "final", "history", "newer", "session", "state", "touched", "trimmed")
 
     def __init__(self) -> None:
+        self.board: BoardUpdate | None = None  # the newest snapshot added, not rendered yet
         self.session: bytes | None = None
         self.chart: dict[int, bytes] = {}
         #: key template → field → (order, json): keeps the highest order (stints, strategy)
@@ -236,20 +237,23 @@ class _RaceData:
             session = item.session.to_dict()
             session["start_time"] = item.session.start_time.isoformat()
             self.session = orjson.dumps(session)
-        elif isinstance(item, BoardUpdate):
-            self._state(item.board, item.positions, item.name)
-        elif isinstance(item, Leaderboard):
-            self._state(item, None, None)
+        elif isinstance(item, (BoardUpdate, Leaderboard)):
+            update = item if isinstance(item, BoardUpdate) else BoardUpdate(item, None, None)
+            if self.board is None or update.board.version > self.board.board.version:
+                self.board = update
 
-    def _state(self, board: Leaderboard, positions: dict[int, tuple[float, float]] | None, name: str | None) -> None:
-        if self.state is not None and board.version <= self.state[0]:
-            return
-        zargs: list[Any] = []
-        for row in board.rows:
-            zargs += [row.position, row.driver_number]
-        self.state = (board.version, orjson.dumps(leaderboard_document(board, positions)),
-                      orjson.dumps(race_summary(board, name)), zargs)
-        self.final = board.final
+    def seal(self) -> _RaceData:
+        """Render the newest snapshot taken by :meth:`add` (only that one: a batch may hold many)."""
+        update, self.board = self.board, None
+        if update is not None and (self.state is None or update.board.version > self.state[0]):
+            board = update.board
+            zargs: list[Any] = []
+            for row in board.rows:
+                zargs += [row.position, row.driver_number]
+            self.state = (board.version, orjson.dumps(leaderboard_document(board, update.positions)),
+                          orjson.dumps(race_summary(board, update.name)), zargs)
+            self.final = board.final
+        return self
 
     def _newer(self, template: str, field: str, order: int, doc: bytes) -> None:
         fields = self.newer.setdefault(template, {})
@@ -360,6 +364,8 @@ class RedisWriter:
                 data.add(item)
         if not batch:
             return
+        for data in batch.values():
+            data.seal()
         self.retry.call(lambda: self._write(batch))
         for race_id, data in batch.items():
             if data.final:  # its history is in PostgreSQL; Redis keeps it until it loses it
@@ -520,7 +526,7 @@ class RedisWriter:
         if data.empty and self.history is not None:
             for item in self.history(race_id):
                 data.add(item)
-            if not data.empty:
+            if not data.seal().empty:
                 log.info("race %s is not in Redis: restored what PostgreSQL holds of it", race_id,
                          extra={"race_id": race_id, "events": len(data.events), "laps": len(data.chart)})
                 self._rewrite(race_id)

@@ -150,6 +150,8 @@ def test_rebuild_cache_restores_the_leaderboard_idempotently(stores: dict[str, A
     assert orjson.loads(spare.hget("races", RACE))["status"] == "finished"
     assert spare.xlen(f"race:{RACE}:events") == summary["events_added"] == summary["events_stored"] > 0
     assert summary["session_written"] and orjson.loads(spare.get(f"race:{RACE}:session"))["name"] == "Test GP"
+    assert spare.hgetall(f"race:{RACE}:lapchart") == live.hgetall(f"race:{RACE}:lapchart")
+    assert summary["lap_chart_laps"] == 3 and summary["stints"] == live.hlen(f"race:{RACE}:stints") > 0
 
     # again, through the command: nothing changes
     assert cli_main(["rebuild-cache", "--race", RACE, "--database-url", stores["pg"],

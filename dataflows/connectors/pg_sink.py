@@ -193,7 +193,8 @@ class PgWriter:
     def __init__(self, conninfo: str, retry: RetryPolicy | None = None) -> None:
         self.conninfo = conninfo
         self.retry = OutageRetry("postgres", TRANSIENT, retry)
-        self.conn: psycopg.Connection[Any] = self.retry.call(self._connect)
+        # the first connection is not retried: a wrong URL, or no server at start, fails at once
+        self.conn: psycopg.Connection[Any] = self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT_S)

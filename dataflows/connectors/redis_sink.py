@@ -261,19 +261,21 @@ class _RaceData:
             fields[field] = (order, doc)
 
     def merge(self, batch: _RaceData) -> None:
-        """Fold a batch into this (mirror) copy."""
+        """Fold a batch into this (mirror) copy. What is kept is copied into right-sized bytes:
+        orjson's output holds a buffer of about 4 KB however short the JSON."""
         if batch.session is not None:
-            self.session = batch.session
-        self.chart.update(batch.chart)
+            self.session = _compact(batch.session)
+        self.chart.update((lap, _compact(order)) for lap, order in batch.chart.items())
         for template, fields in batch.newer.items():
             for field, (order, doc) in fields.items():
-                self._newer(template, field, order, doc)
-        self.history.update(batch.history)
-        for event_id, entry in batch.events.items():
+                self._newer(template, field, order, _compact(doc))
+        self.history.update((key, _compact(doc)) for key, doc in batch.history.items())
+        for event_id, (stream_id, kind, doc) in batch.events.items():
             if event_id not in self.events and event_id not in self.trimmed:
-                self.events[event_id] = list(entry)
+                self.events[event_id] = [stream_id, kind, _compact(doc)]
         if batch.state is not None and (self.state is None or batch.state[0] > self.state[0]):
-            self.state, self.final = batch.state, batch.final
+            version, doc, summary, zargs = batch.state
+            self.state, self.final = (version, _compact(doc), _compact(summary), zargs), batch.final
         self.touched = time.monotonic()
 
     def cap(self, maxlen: int) -> None:
@@ -291,6 +293,11 @@ class _RaceData:
     @property
     def empty(self) -> bool:
         return not (self.session or self.chart or self.newer or self.history or self.events or self.state)
+
+
+def _compact(data: bytes) -> bytes:
+    """A right-sized copy of ``data``."""
+    return memoryview(data).tobytes()
 
 
 def _summary_of(doc: dict[str, Any], name: str | None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import redis
 from psycopg.rows import dict_row
 
 from infra.settings import load_settings
@@ -38,6 +39,9 @@ from serving.fallback import (
     session_document,
     state_document,
 )
+
+#: how long the command waits for an unreachable Redis before it gives up (seconds)
+REDIS_WAIT_S = 10.0
 
 
 class RebuildError(RuntimeError):
@@ -56,6 +60,7 @@ def rebuild(race_id: str, database_url: str, redis_url: str) -> dict[str, Any]:
         BoardUpdate,
         RedisWriter,
     )
+    from dataflows.connectors.retry import RetryPolicy
     from dataflows.race.processor import LapChart
     from schemas.model import Leaderboard, RaceEvent, Stint
 
@@ -73,7 +78,8 @@ def rebuild(race_id: str, database_url: str, redis_url: str) -> dict[str, Any]:
 
     doc = state_document(race, standing, highlights)
     session = session_document(race, drivers)
-    writer = RedisWriter(redis_url)
+    # a command, not a flow: give up on an unreachable Redis after a while instead of waiting for ever
+    writer = RedisWriter(redis_url, retry=RetryPolicy(max_backoff_s=2.0, give_up_after_s=REDIS_WAIT_S))
     try:
         client = writer.client
         before = client.get(VERSION_KEY.format(race_id))
@@ -121,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         summary = rebuild(args.race, database_url, redis_url)
     except (RebuildError, psycopg.Error) as e:
         print(f"rebuild-cache: {e}", file=sys.stderr)
+        return 1
+    except redis.exceptions.RedisError as e:
+        print(f"rebuild-cache: Redis at {redis_url} did not answer ({type(e).__name__}: {e}); start it or fix "
+              "RACEWIRE_REDIS_URL (--redis-url), then run the command again", file=sys.stderr)
         return 1
     print(json.dumps(summary))
     return 0

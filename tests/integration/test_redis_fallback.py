@@ -192,3 +192,11 @@ def test_a_race_missing_from_a_live_redis_is_answered_from_postgresql(stores: di
         rw.close()
         r = http.get(f"/api/races/{RACE}/leaderboard")
         assert r.status_code == 200 and r.headers["X-Racewire-Source"] == "redis"
+
+
+def test_rebuild_cache_says_so_when_redis_is_unreachable(stores: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("infra.rebuild_cache.REDIS_WAIT_S", 0.5)
+    assert cli_main(["rebuild-cache", "--race", RACE, "--database-url", stores["pg"], "--redis-url", DEAD_REDIS]) == 1
+    err = capsys.readouterr().err
+    assert "Redis at redis://127.0.0.1:1/0 did not answer" in err and "RACEWIRE_REDIS_URL" in err

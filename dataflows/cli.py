@@ -75,17 +75,20 @@ def build(args: argparse.Namespace) -> Any:
     def codec_factory() -> Codec:
         return Codec(make_registry_client(url))
 
+    from dataflows.connectors.retry import RetryPolicy
+
+    retry = RetryPolicy(max_backoff_s=s.sink_retry_max_backoff_s, give_up_after_s=s.sink_give_up_after_s)
     pg = None
     if s.database_url:
         from dataflows.connectors.pg_sink import PgSink
         from infra.migrate import migrate
 
         migrate(s.database_url)
-        pg = PgSink(s.database_url)
+        pg = PgSink(s.database_url, retry)
     sinks = RaceSinks(
         kafka=KafkaSink(s.kafka_bootstrap.split(","), topic=None,
                         add_config={"linger.ms": "2", "enable.idempotence": "true"}),
-        redis=None if args.no_redis else RedisSink(s.redis_url, s.events_stream_maxlen),
+        redis=None if args.no_redis else RedisSink(s.redis_url, s.events_stream_maxlen, retry, s.database_url),
         pg=pg,
     )
     strategy = s.strategy and not args.no_strategy

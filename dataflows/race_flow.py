@@ -30,6 +30,7 @@ from dataflows.race.driver import DriverState, DriverUpdate, Rejection
 from dataflows.race.processor import LapChart, RaceProcessor
 from dataflows.race.processor import Rejected as RaceRejected
 from dataflows.race.strategist import Strategist
+from dataflows.race.towers import Tower
 from schemas.model import Commentary, Leaderboard, RaceEvent, Recommendation, Stint
 
 
@@ -40,7 +41,8 @@ class RaceSinks:
 
     kafka: Sink[Any] | None = None
     redis: Sink[Any] | None = None
-    #: PostgreSQL history: gets what Redis gets plus every applied lap (:class:`DriverUpdate`)
+    #: PostgreSQL history: gets what Redis gets plus every applied lap (:class:`DriverUpdate`) and
+    #: the tower at the end of every lap (:class:`~dataflows.race.towers.Tower`)
     pg: Sink[Any] | None = None
     #: optional: every output object, unencoded (tests and tools)
     raw: Sink[Any] | None = None
@@ -128,8 +130,12 @@ def _for_redis(item: Any) -> bool:
     return isinstance(item, (BoardUpdate, RaceEvent, Commentary, SessionDoc, LapChart, Stint, Recommendation))
 
 
+def _for_pg(item: Any) -> bool:
+    return _for_redis(item) or isinstance(item, Tower)
+
+
 def _for_kafka(item: Any) -> bool:
-    return not isinstance(item, (SessionDoc, LapChart))
+    return not isinstance(item, (SessionDoc, LapChart, Tower))
 
 
 def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecFactory,
@@ -163,7 +169,7 @@ def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecF
         op.output("redis-output", op.filter("for-redis", outputs, _for_redis), sinks.redis)
     if sinks.pg is not None:
         laps_out = op.flat_map("lap-updates", driver_bad.falses, _lap_updates)
-        op.output("pg-output", op.merge("merge-pg", laps_out, op.filter("for-pg", outputs, _for_redis)), sinks.pg)
+        op.output("pg-output", op.merge("merge-pg", laps_out, op.filter("for-pg", outputs, _for_pg)), sinks.pg)
     return flow
 
 

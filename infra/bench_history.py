@@ -229,6 +229,7 @@ def bench_history(args: argparse.Namespace) -> dict[str, Any]:
     import psycopg
 
     from dataflows.connectors.pg_sink import PgWriter, standings_lap
+    from dataflows.race.towers import Tower
     from infra.migrate import migrate
     from serving.bench import serving_process
 
@@ -254,9 +255,11 @@ def bench_history(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for race in races:
                 boards = towers(race)
-                tower_laps[race.race_id] = sorted({n for b in boards if (n := standings_lap(b)) is not None})
+                laps_of = [(n, b) for b in boards if (n := standings_lap(b)) is not None]
+                tower_laps[race.race_id] = sorted({n for n, _b in laps_of})
                 t = time.perf_counter()
-                writer.write([race.session, *race.laps, *boards])
+                writer.write([race.session, *race.laps, *boards,
+                              *(Tower(b.race_id, n, b.version, b.ts_ms, b.track_status, b.rows) for n, b in laps_of)])
                 write_s += time.perf_counter() - t
                 rows += len(race.laps)
                 towers_n += len(boards)

@@ -7,8 +7,12 @@ Reads the history store (``RACEWIRE_DATABASE_URL``) and writes, through
   leaderboard sorted set and the ``races`` hash entry: skipped when Redis already holds that
   version or a newer one;
 - every stored event into the events stream, each once (the writer remembers event ids);
+- every stint's latest features and the lap chart (the order at the line of every stored lap);
 - the session document (entry list, race metadata; the track outline is not stored), only when
   Redis has none.
+
+(The race dataflow does this by itself for the live races it holds when Redis loses its data; this
+command is for the others, e.g. a finished race.)
 
 Running it again changes nothing. Prints a JSON summary.
 """
@@ -22,6 +26,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import redis
 from psycopg.rows import dict_row
 
 from infra.settings import load_settings
@@ -35,6 +40,9 @@ from serving.fallback import (
     state_document,
 )
 
+#: how long the command waits for an unreachable Redis before it gives up (seconds)
+REDIS_WAIT_S = 10.0
+
 
 class RebuildError(RuntimeError):
     pass
@@ -42,14 +50,19 @@ class RebuildError(RuntimeError):
 
 def rebuild(race_id: str, database_url: str, redis_url: str) -> dict[str, Any]:
     """Restore ``race_id``'s Redis state from PostgreSQL; returns what was done."""
+    from dataflows.connectors.pg_sink import HistoryReader
     from dataflows.connectors.redis_sink import (
         EVENTS_KEY,
+        LAPCHART_KEY,
         SESSION_KEY,
+        STINTS_KEY,
         VERSION_KEY,
         BoardUpdate,
         RedisWriter,
     )
-    from schemas.model import Leaderboard, RaceEvent
+    from dataflows.connectors.retry import RetryPolicy
+    from dataflows.race.processor import LapChart
+    from schemas.model import Leaderboard, RaceEvent, Stint
 
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         races = conn.execute(RACE_SQL, {"race": race_id}).fetchall()
@@ -65,12 +78,14 @@ def rebuild(race_id: str, database_url: str, redis_url: str) -> dict[str, Any]:
 
     doc = state_document(race, standing, highlights)
     session = session_document(race, drivers)
-    writer = RedisWriter(redis_url)
+    # a command, not a flow: give up on an unreachable Redis after a while instead of waiting for ever
+    writer = RedisWriter(redis_url, retry=RetryPolicy(max_backoff_s=2.0, give_up_after_s=REDIS_WAIT_S))
     try:
         client = writer.client
         before = client.get(VERSION_KEY.format(race_id))
         stream_before = client.xlen(EVENTS_KEY.format(race_id))
         items: list[Any] = [RaceEvent.from_dict(e["payload"]) for e in events]
+        items += [i for i in HistoryReader(database_url)(race_id) if isinstance(i, (Stint, LapChart))]
         if doc is not None:
             items.append(BoardUpdate(Leaderboard.from_dict(doc), None, race.get("name")))
         writer.write(items)
@@ -87,6 +102,8 @@ def rebuild(race_id: str, database_url: str, redis_url: str) -> dict[str, Any]:
             "events_stored": len(events),
             "events_added": client.xlen(EVENTS_KEY.format(race_id)) - stream_before,
             "session_written": session_written,
+            "stints": client.hlen(STINTS_KEY.format(race_id)),
+            "lap_chart_laps": client.hlen(LAPCHART_KEY.format(race_id)),
         }
     finally:
         writer.close()
@@ -110,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         summary = rebuild(args.race, database_url, redis_url)
     except (RebuildError, psycopg.Error) as e:
         print(f"rebuild-cache: {e}", file=sys.stderr)
+        return 1
+    except redis.exceptions.RedisError as e:
+        print(f"rebuild-cache: Redis at {redis_url} did not answer ({type(e).__name__}: {e}); start it or fix "
+              "RACEWIRE_REDIS_URL (--redis-url), then run the command again", file=sys.stderr)
         return 1
     print(json.dumps(summary))
     return 0

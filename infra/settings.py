@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(
         None, description="strategy model artifacts (default: the ones shipped with racewire)")
 
+    # dataflow sinks (issue 11, flow output): how the Redis and PostgreSQL sinks wait out an outage
+    sink_retry_max_backoff_s: float = Field(
+        5.0, gt=0, description="longest wait between two retries of a sink write while its store is unreachable")
+    sink_give_up_after_s: float = Field(
+        0.0, ge=0, description="stop the dataflow when one sink outage lasts longer than this many seconds "
+                               "(0: never; the flow waits for the store, holding its input)")
+
     # serving
     api_key: SecretStr = Field(SecretStr("dev-key"), description="API key for write and admin endpoints")
     events_stream_maxlen: int = Field(20000, ge=100, description="cap of each race's Redis event stream")

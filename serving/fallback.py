@@ -1,9 +1,14 @@
-"""Live reads from PostgreSQL when Redis is unreachable (issue 6, "Without Redis").
+"""Live reads from PostgreSQL when Redis is unreachable (issue 6, "Without Redis"), or up but
+without the race (issue 11: Redis lost its data).
 
 :class:`~serving.store.RaceStore` calls :class:`PgFallback` when a Redis read fails with a connection
 error or a timeout; for about a second after that it does not try Redis again (then one request
-probes it, and answers come from Redis again as soon as it replies). The race routes say where an
-answer came from in the ``X-Racewire-Source`` header (``redis`` or ``postgresql``).
+probes it, and answers come from Redis again as soon as it replies). It also calls it when Redis
+answers but holds nothing of a race that PostgreSQL has (a flush, a restart without persistence:
+the dataflow writes every live race back at once; a finished race stays in PostgreSQL only until
+``racewire rebuild-cache`` restores it), and the race list adds the races only PostgreSQL knows.
+The race routes say where an answer came from in the ``X-Racewire-Source`` header (``redis`` or
+``postgresql``).
 
 What PostgreSQL holds is the history the :class:`~dataflows.connectors.pg_sink.PgWriter` keeps, so
 the documents built here are the Redis ones as far as that history allows: the state document is the
@@ -108,6 +113,11 @@ class PgFallback:
         self.app = request_app
         self.redis_error: BaseException | None = None
 
+    @property
+    def configured(self) -> bool:
+        """True when there is a history store to read (``RACEWIRE_DATABASE_URL``)."""
+        return bool(self.app.state.settings.database_url)
+
     async def _fetch(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         from serving.routes.history import HistoryDb  # the app's history pool, shared with /api/history
 
@@ -128,6 +138,27 @@ class PgFallback:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "2"},
                                 detail=f"{redis_says} and PostgreSQL is unavailable too "
                                        f"({e.__class__.__name__}); retry shortly") from e
+
+    async def _fetch_or_none(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """:meth:`_fetch` for reads made while Redis is up: None instead of a 503 when PostgreSQL fails."""
+        try:
+            return await self._fetch(sql, params)
+        except HTTPException:
+            return None
+
+    async def has_race(self, race_id: str) -> bool:
+        """Whether the history store has the race (False when it cannot answer)."""
+        rows = await self._fetch_or_none("SELECT 1 AS one FROM races WHERE race_id = %(race)s", {"race": race_id})
+        return bool(rows)
+
+    async def known_race_ids(self) -> list[str]:
+        """Every stored race id ([] when the history store cannot answer)."""
+        rows = await self._fetch_or_none("SELECT race_id FROM races ORDER BY race_id", {})
+        return [r["race_id"] for r in rows or []]
+
+    async def known_races(self) -> list[dict[str, Any]]:
+        """Every stored race's summary ([] when the history store cannot answer)."""
+        return [race_summary_document(r, r["leader"]) for r in await self._fetch_or_none(RACES_SQL, {}) or []]
 
     async def race_ids(self) -> list[str]:
         return [r["race_id"] for r in await self._fetch("SELECT race_id FROM races ORDER BY race_id", {})]

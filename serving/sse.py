@@ -48,6 +48,9 @@ MAX_TELEMETRY_INTERVAL_S = 2.0
 TRAILING_GRACE_S = 0.3
 #: replay page size (stream entries per XRANGE)
 REPLAY_PAGE = 500
+#: event ids a channel remembers having broadcast: an event written again under a new stream id (a
+#: race restored after Redis lost it) is not sent twice
+SEEN_EVENT_IDS = 5000
 
 
 # ------------------------------------------------------------------------------------- encoding
@@ -263,6 +266,7 @@ class RaceChannel:
         self.linger: asyncio.TimerHandle | None = None
         self._events_key = EVENTS_KEY.format(race_id)
         self._updates_key = UPDATES_KEY.format(race_id)
+        self.seen: dict[bytes, None] = {}  # event ids broadcast lately, oldest first
 
     async def start(self) -> None:
         """Take the current ends of both streams as the starting cursors, then start reading."""
@@ -309,6 +313,13 @@ class RaceChannel:
                 for entry_id, fields in entries:
                     entry = StreamEntry.from_redis(entry_id, fields)
                     self.events_cursor = entry.id
+                    event_id = fields.get(b"event_id")
+                    if event_id is not None:
+                        if event_id in self.seen:
+                            continue
+                        self.seen[event_id] = None
+                        if len(self.seen) > SEEN_EVENT_IDS:
+                            del self.seen[next(iter(self.seen))]
                     self.broadcast(Message.event(entry))
             elif entries:
                 self.updates_cursor = StreamId.parse(entries[-1][0])

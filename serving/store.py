@@ -109,31 +109,49 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def _falls_back(fn: Callable[Concatenate[RaceStore, _P], Awaitable[_T]]
-                ) -> Callable[Concatenate[RaceStore, _P], Awaitable[_T]]:
+def _falls_back(empty: Callable[[Any], bool] | None = None
+                ) -> Callable[[Callable[Concatenate[RaceStore, _P], Awaitable[_T]]],
+                              Callable[Concatenate[RaceStore, _P], Awaitable[_T]]]:
     """A read that, when Redis is unreachable and the store has a ``fallback``, asks the fallback's
-    method of the same name instead (and keeps doing so, without trying Redis, for ``probe_s``)."""
-    name = fn.__name__
+    method of the same name instead (and keeps doing so, without trying Redis, for ``probe_s``).
 
-    @functools.wraps(fn)
-    async def read(self: RaceStore, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        fallback = self.fallback
-        if fallback is not None and time.monotonic() < self._redis_down_until:
-            SOURCE.set("postgresql")
-            return await getattr(fallback, name)(*args, **kwargs)  # type: ignore[no-any-return]
-        try:
-            result = await fn(self, *args, **kwargs)
-        except REDIS_DOWN as e:
-            if fallback is None:
-                raise
-            self._redis_down_until = time.monotonic() + self.probe_s
-            fallback.redis_error = e
-            SOURCE.set("postgresql")
-            return await getattr(fallback, name)(*args, **kwargs)  # type: ignore[no-any-return]
-        SOURCE.set("redis")
-        return result
+    With ``empty``, a race-scoped read (race id first) whose Redis answer is ``empty`` also asks the
+    fallback when Redis, although up, holds nothing of that race while the history store has it
+    (Redis lost it: a flush, a restart without persistence; the dataflow writes live races back,
+    finished ones stay in PostgreSQL)."""
 
-    return read
+    def decorate(fn: Callable[Concatenate[RaceStore, _P], Awaitable[_T]]
+                 ) -> Callable[Concatenate[RaceStore, _P], Awaitable[_T]]:
+        name = fn.__name__
+
+        @functools.wraps(fn)
+        async def read(self: RaceStore, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+            fallback = self.fallback
+            if fallback is not None and time.monotonic() < self._redis_down_until:
+                SOURCE.set("postgresql")
+                return await getattr(fallback, name)(*args, **kwargs)  # type: ignore[no-any-return]
+            try:
+                result = await fn(self, *args, **kwargs)
+            except REDIS_DOWN as e:
+                if fallback is None:
+                    raise
+                self._redis_down_until = time.monotonic() + self.probe_s
+                fallback.redis_error = e
+                SOURCE.set("postgresql")
+                return await getattr(fallback, name)(*args, **kwargs)  # type: ignore[no-any-return]
+            if empty is not None and empty(result) and args and await self.lost_race(str(args[0])):
+                SOURCE.set("postgresql")
+                return await getattr(fallback, name)(*args, **kwargs)  # type: ignore[no-any-return]
+            SOURCE.set("redis")
+            return result
+
+        return read
+
+    return decorate
+
+
+def _nothing(result: Any) -> bool:
+    return not result
 
 
 class RaceStore:
@@ -149,12 +167,32 @@ class RaceStore:
         self.probe_s = probe_s
         self._redis_down_until = 0.0
 
-    @_falls_back
+    def _history(self) -> Any:
+        """The fallback when it has a history store to read (else None)."""
+        fallback = self.fallback
+        return fallback if fallback is not None and getattr(fallback, "configured", False) else None
+
+    async def lost_race(self, race_id: str) -> bool:
+        """True when Redis (up) holds nothing of ``race_id`` but the history store has it."""
+        history = self._history()
+        if history is None:
+            return False
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hexists(RACES_KEY, race_id)
+        pipe.exists(STATE_KEY.format(race_id), SESSION_KEY.format(race_id), EVENTS_KEY.format(race_id))
+        listed, exists = await pipe.execute()
+        return not listed and not exists and bool(await history.has_race(race_id))
+
+    @_falls_back()
     async def race_ids(self) -> list[str]:
         keys = await self.client.hkeys(RACES_KEY)
-        return sorted(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
+        ids = {k.decode() if isinstance(k, bytes) else str(k) for k in keys}
+        history = self._history()
+        if history is not None:  # races Redis no longer holds (finished, then lost) are still known
+            ids.update(await history.known_race_ids())
+        return sorted(ids)
 
-    @_falls_back
+    @_falls_back()
     async def races(self) -> list[dict[str, Any]]:
         raw = await self.client.hgetall(RACES_KEY)
         out = []
@@ -166,19 +204,27 @@ class RaceStore:
             if isinstance(summary, dict):
                 summary.setdefault("race_id", key.decode() if isinstance(key, bytes) else str(key))
                 out.append(summary)
+        history = self._history()
+        if history is not None:  # races Redis no longer holds (finished, then lost), from PostgreSQL
+            known = {str(s.get("race_id")) for s in out}
+            out += [s for s in await history.known_races() if s.get("race_id") not in known]
         return sorted(out, key=lambda s: str(s.get("race_id")))
 
-    @_falls_back
+    @_falls_back()
     async def require(self, race_id: str) -> None:
-        """Raise :class:`RaceNotFound` unless the race has a summary or a state."""
+        """Raise :class:`RaceNotFound` unless the race has a summary or a state in Redis, or (Redis
+        lost it) is in the history store."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hexists(RACES_KEY, race_id)
         pipe.exists(STATE_KEY.format(race_id), SESSION_KEY.format(race_id))
         listed, exists = await pipe.execute()
         if not listed and not exists:
+            history = self._history()
+            if history is not None and await history.has_race(race_id):
+                return  # the reads that follow answer from the history store
             raise RaceNotFound(race_id, await self.race_ids())
 
-    @_falls_back
+    @_falls_back(empty=_nothing)
     async def state_raw(self, race_id: str) -> bytes | None:
         """The leaderboard document exactly as stored (JSON bytes), or None before the first snapshot."""
         value = await self.client.get(STATE_KEY.format(race_id))
@@ -195,7 +241,7 @@ class RaceStore:
         raw = await self.state_raw(race_id)
         return None if raw is None else orjson.loads(raw)
 
-    @_falls_back
+    @_falls_back(empty=_nothing)
     async def session(self, race_id: str) -> dict[str, Any] | None:
         raw = await self.client.get(SESSION_KEY.format(race_id))
         return None if raw is None else orjson.loads(raw)
@@ -222,13 +268,13 @@ class RaceStore:
         entries = await self.client.xrevrange(EVENTS_KEY.format(race_id), "+", "-", count=1)
         return StreamId.parse(entries[0][0]) if entries else ZERO
 
-    @_falls_back
+    @_falls_back(empty=_nothing)
     async def events_after(self, race_id: str, after: StreamId, limit: int) -> list[StreamEntry]:
         """Entries strictly after ``after``, oldest first, at most ``limit``."""
         raw = await self.client.xrange(EVENTS_KEY.format(race_id), f"({after}", "+", count=limit)
         return [StreamEntry.from_redis(i, f) for i, f in raw]
 
-    @_falls_back
+    @_falls_back(empty=_nothing)
     async def latest_events(self, race_id: str, limit: int) -> list[StreamEntry]:
         """The newest ``limit`` entries, oldest first."""
         raw = await self.client.xrevrange(EVENTS_KEY.format(race_id), "+", "-", count=limit)

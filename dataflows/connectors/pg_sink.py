@@ -13,16 +13,20 @@ exactly once):
 - :class:`RaceEvent` → ``events`` (``payload`` = the whole event as JSON).
 - :class:`Stint` → ``stints``.
 - :class:`BoardUpdate` / :class:`Leaderboard` → ``races`` status, lap and winner (newer version
-  wins), and, for timing-line snapshots, ``standings``: a snapshot in which every running car has
-  completed lap N (finished cars count as having completed every lap) is the tower at lap N; the
-  latest version per lap is kept.
+  wins).
+- :class:`~dataflows.race.towers.Tower` (the race state emits one at the end of every lap, whatever
+  the batching) → ``standings``, one row per lap; a later emission of a lap (higher version) wins.
 
 Anything else (commentary, rejections, lap charts) is ignored, so the sink can take the same
 stream as the Redis sink.
+
+While PostgreSQL is unreachable a write is retried with backoff, holding the worker (see
+:mod:`dataflows.connectors.retry`); the connection is opened again as needed.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,8 +35,13 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg.types.json import Jsonb
 
 from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc, race_summary
+from dataflows.connectors.retry import OutageRetry, RetryPolicy
 from dataflows.race.driver import DriverUpdate
+from dataflows.race.processor import LapChart
+from dataflows.race.towers import Tower
 from schemas.model import CarStatus, Lap, Leaderboard, RaceEvent, Session, Stint
+
+log = logging.getLogger("racewire.flow.postgres")
 
 _UPSERT_RACE = """
 INSERT INTO races (race_id, name, circuit, total_laps, track_length_m, start_time, pit_loss_ms,
@@ -127,10 +136,16 @@ WHERE standings.version < EXCLUDED.version
 _RUNNING = (CarStatus.RUNNING, CarStatus.PIT)
 
 
+#: errors that mean PostgreSQL is unreachable (a refused or broken connection, a server shutting
+#: down or restarting, a deadlock or serialisation failure): the write is retried
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
 def standings_lap(board: Leaderboard) -> int | None:
-    """The lap whose end ``board`` shows: the fewest laps completed by a running car (finished
-    cars have completed every lap; retired ones are ignored). None before lap 1 and for
-    snapshots that are not from the timing line.
+    """The lap whose end a live ``board`` shows: the fewest laps completed by a running car
+    (finished cars have completed every lap; retired ones are ignored). None before lap 1 and for
+    snapshots that are not from the timing line. (The flow stores :class:`Tower` records, which do
+    not depend on snapshots; tools that only have snapshots use this.)
 
     >>> from schemas.model import LeaderboardRow, TrackStatus
     >>> row = lambda n, laps, st: LeaderboardRow(n, n, "X", "T", "fff", laps, laps, st, n)
@@ -165,14 +180,24 @@ def _lap_row(lap: Lap, update: DriverUpdate | None) -> tuple[Any, ...]:
             update.stint if update is not None else None)
 
 
+#: seconds to wait for a connection before counting PostgreSQL as unreachable
+CONNECT_TIMEOUT_S = 5
+
+
 class PgWriter:
     """Writes race-flow outputs to PostgreSQL, one transaction per :meth:`write` (idempotent).
     Usable outside Bytewax (tools, tests, loaders). The schema must exist: see
-    :func:`infra.migrate.migrate`."""
+    :func:`infra.migrate.migrate`. While PostgreSQL is unreachable, :meth:`write` retries (see
+    :class:`~dataflows.connectors.retry.OutageRetry`)."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, retry: RetryPolicy | None = None) -> None:
         self.conninfo = conninfo
-        self.conn: psycopg.Connection[Any] = psycopg.connect(conninfo)
+        self.retry = OutageRetry("postgres", TRANSIENT, retry)
+        # the first connection is not retried: a wrong URL, or no server at start, fails at once
+        self.conn: psycopg.Connection[Any] = self._connect()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT_S)
 
     def write(self, items: Iterable[Any]) -> None:
         sessions: dict[str, Session] = {}
@@ -180,7 +205,7 @@ class PgWriter:
         events: dict[tuple[str, str], RaceEvent] = {}
         stints: dict[tuple[str, int, int], Stint] = {}
         latest: dict[str, Leaderboard] = {}
-        standings: dict[tuple[str, int], Leaderboard] = {}
+        standings: dict[tuple[str, int], Tower] = {}
         for item in items:
             if isinstance(item, DriverUpdate):
                 lap = item.lap
@@ -198,6 +223,10 @@ class PgWriter:
                 seen_stint = stints.get(key)
                 if seen_stint is None or (item.end_lap, not item.open) >= (seen_stint.end_lap, not seen_stint.open):
                     stints[key] = item
+            elif isinstance(item, Tower):
+                prev = standings.get((item.race_id, item.lap))
+                if prev is None or item.version > prev.version:
+                    standings[(item.race_id, item.lap)] = item
             else:
                 board = _board_of(item)
                 if board is None:
@@ -205,13 +234,17 @@ class PgWriter:
                 seen = latest.get(board.race_id)
                 if seen is None or board.version > seen.version:
                     latest[board.race_id] = board
-                n = standings_lap(board)
-                if n is not None:
-                    prev = standings.get((board.race_id, n))
-                    if prev is None or board.version > prev.version:
-                        standings[(board.race_id, n)] = board
-        if not (sessions or laps or events or stints or latest):
+        if not (sessions or laps or events or stints or latest or standings):
             return
+        self.retry.call(lambda: self._store(sessions, laps, events, stints, latest, standings))
+
+    def _store(self, sessions: dict[str, Session], laps: dict[tuple[str, int, int], tuple[Any, ...]],
+               events: dict[tuple[str, str], RaceEvent], stints: dict[tuple[str, int, int], Stint],
+               latest: dict[str, Leaderboard], standings: dict[tuple[str, int], Tower]) -> None:
+        """One attempt: everything in one transaction (rolled back whole if the connection breaks)."""
+        if self.conn.closed or self.conn.broken:
+            self.conn.close()
+            self.conn = self._connect()
         with self.conn.transaction(), self.conn.cursor() as cur:
             # one writer per race at a time for the lap ranking (sorted: no lock-order deadlocks)
             for race_id in sorted({k[0] for k in laps}):
@@ -249,11 +282,39 @@ class PgWriter:
                 cur.executemany(_UPSERT_RACE_STATUS, rows)
             if standings:
                 cur.executemany(_UPSERT_STANDINGS, [
-                    (race_id, n, b.version, b.ts_ms, str(b.track_status), Jsonb([r.to_dict() for r in b.rows]))
-                    for (race_id, n), b in sorted(standings.items())])
+                    (race_id, n, t.version, t.ts_ms, str(t.track_status), Jsonb([r.to_dict() for r in t.rows]))
+                    for (race_id, n), t in sorted(standings.items())])
 
     def close(self) -> None:
         self.conn.close()
+
+
+_HISTORY_EVENTS = "SELECT payload FROM events WHERE race_id = %s ORDER BY ts_ms, event_id"
+_HISTORY_STINTS = "SELECT payload FROM stints WHERE race_id = %s ORDER BY driver_number, stint"
+_HISTORY_CHART = "SELECT lap, driver_number FROM laps WHERE race_id = %s ORDER BY lap, position, crossing_ms"
+
+
+class HistoryReader:
+    """What the history store holds of one race, as race-flow outputs: its events, stints and lap
+    chart (the Redis writer restores a race from it that Redis lost while the flow was down). Best
+    effort: when PostgreSQL cannot answer, it logs why and returns nothing."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+
+    def __call__(self, race_id: str) -> list[Any]:
+        try:
+            with psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                events = [RaceEvent.from_dict(p) for (p,) in conn.execute(_HISTORY_EVENTS, (race_id,))]
+                stints = [Stint.from_dict(p) for (p,) in conn.execute(_HISTORY_STINTS, (race_id,))]
+                chart: dict[int, list[int]] = {}
+                for lap, number in conn.execute(_HISTORY_CHART, (race_id,)):
+                    chart.setdefault(lap, []).append(number)
+        except psycopg.Error as e:
+            log.warning("could not read race %s from PostgreSQL to restore it in Redis (%s: %s)", race_id,
+                        type(e).__name__, e, extra={"race_id": race_id})
+            return []
+        return [*events, *stints, *(LapChart(race_id, lap, order) for lap, order in chart.items())]
 
 
 class _Partition(StatelessSinkPartition[Any]):
@@ -271,8 +332,9 @@ class PgSink(DynamicSink[Any]):
     """Bytewax sink: one :class:`PgWriter` (one connection) per worker. Run
     :func:`infra.migrate.migrate` before the flow starts."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, retry: RetryPolicy | None = None) -> None:
         self.conninfo = conninfo
+        self.retry = retry
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(PgWriter(self.conninfo))
+        return _Partition(PgWriter(self.conninfo, self.retry))

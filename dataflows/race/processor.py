@@ -19,6 +19,7 @@ from typing import Any
 from dataflows.race.driver import DriverUpdate, Rejection
 from dataflows.race.state import RaceState
 from dataflows.race.strategist import Strategist
+from dataflows.race.towers import Tower, TowerBook
 from schemas.model import Leaderboard, RaceEvent, Recommendation, Session, Stint
 
 #: records held for a race whose session has not arrived yet; beyond this they are rejected
@@ -42,7 +43,7 @@ class LapChart:
     order: list[int]
 
 
-Output = Leaderboard | RaceEvent | Rejected | LapChart | Stint | Recommendation
+Output = Leaderboard | RaceEvent | Rejected | LapChart | Stint | Recommendation | Tower
 
 
 @dataclass(slots=True)
@@ -92,6 +93,8 @@ class RaceProcessor:
     keep_ref: Any = field(default=None, repr=False)
     #: strategy calls at the end of every lap (None: no calls)
     strategist: Strategist | None = None
+    #: the timing tower at the end of every lap (see :mod:`dataflows.race.towers`)
+    towers: TowerBook = field(default_factory=TowerBook)
 
     def __post_init__(self) -> None:
         self.throttle = Throttle(1.0 / self.max_rate_hz)
@@ -123,12 +126,14 @@ class RaceProcessor:
             else:
                 out.extend(result)
                 if isinstance(record, DriverUpdate):
+                    self.towers.observe(record)
                     out.extend(record.stints)
                     if self.strategist is not None:
                         self.strategist.observe(record)
         if self.state is not None:
             out.extend(self.state.settle())
             out.extend(LapChart(self.race_id, lap, order) for lap, order in self.state.take_lap_charts().items())
+            out.extend(self.towers.due(self.state))
             if self.strategist is not None:
                 for lap in self.state.strategy_laps(now_s):
                     out.extend(self.strategist.calls(self.state, lap))

@@ -474,6 +474,11 @@ class RaceState:
         self.lap_charts_dirty.clear()
         return charts
 
+    def watermark(self) -> float:
+        """Every lap completed before this instant (session ms) has arrived, as far as the records
+        read so far tell (see :meth:`settle`); cars the strategy calls gave up on are left out."""
+        return self._watermark(self._silent)
+
     def _watermark(self, silent: dict[int, int] | None = None) -> float:
         """Every lap completed before this instant has arrived (cars in ``silent`` whose lap count
         has not moved since are left out)."""

@@ -8,6 +8,7 @@ import pytest
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from dataflows.connectors.kafka import source_message
+from dataflows.race.towers import Tower
 from dataflows.race_flow import RaceSinks, build_race_flow
 from schemas.codec import Codec, make_registry_client
 from schemas.model import DeadLetter, Lap, Leaderboard, RaceEvent, Telemetry
@@ -31,11 +32,13 @@ def race() -> dict[str, Any]:
     return {"codec": codec, "messages": messages, "truth": sim.truth()}
 
 
-def _run(race: dict[str, Any], workers: int, extra: list[Any] | None = None) -> list[Any]:
+def _run(race: dict[str, Any], workers: int, extra: list[Any] | None = None,
+         pg: list[Any] | None = None) -> list[Any]:
     out: list[Any] = []
     codec = race["codec"]
     flow = build_race_flow(TestingSource(race["messages"] + (extra or []), batch_size=500),
-                           RaceSinks(raw=TestingSink(out)), lambda: codec)
+                           RaceSinks(raw=TestingSink(out), pg=None if pg is None else TestingSink(pg)),
+                           lambda: codec)
     if workers == 1:
         run_main(flow)
     else:
@@ -92,3 +95,22 @@ def test_bad_records_become_dead_letters_and_do_not_change_the_result(race: dict
     assert all(d.reason and d.value for d in letters)
     clean = _run(race, 1)
     assert _final(out).rows == _final(clean).rows
+
+
+def test_every_lap_has_one_tower_the_same_with_one_and_two_workers(race: dict[str, Any]) -> None:
+    """The PostgreSQL sink gets the tower at the end of every lap; what it shows depends on event
+    times only, not on how the workers interleave the partitions."""
+    towers: list[list[Any]] = [[], []]
+    _run(race, 1, pg=towers[0])
+    _run(race, 2, pg=towers[1])
+    latest = []
+    for got in towers:
+        by_lap: dict[int, Tower] = {}
+        for t in got:
+            if isinstance(t, Tower) and (t.lap not in by_lap or t.version > by_lap[t.lap].version):
+                by_lap[t.lap] = t
+        assert sorted(by_lap) == list(range(1, LAPS + 1))
+        latest.append({lap: (t.ts_ms, t.track_status, t.rows) for lap, t in by_lap.items()})
+    assert latest[0] == latest[1]
+    final = latest[0][LAPS][2]
+    assert [r.driver_number for r in final] == [c["driver_number"] for c in race["truth"]["classification"]]

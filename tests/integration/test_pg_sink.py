@@ -14,10 +14,11 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from dataflows.connectors.pg_sink import PgWriter, standings_lap
+from dataflows.connectors.pg_sink import PgWriter
 from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
 from dataflows.race.driver import DriverUpdate
 from dataflows.race.processor import LapChart
+from dataflows.race.towers import Tower
 from infra.migrate import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
 from schemas.model import ControlKind, Leaderboard, RaceEvent
 from tests.unit.race_builder import Race
@@ -153,15 +154,22 @@ def test_writing_a_race_twice_leaves_every_row_once(pg: str) -> None:
                    ) == (True, 22_000, "HARD", 2)
         assert one("SELECT sector1_ms FROM laps WHERE driver_number = 1 AND lap = 1") == 30_000
 
-        # a standings row for every lap, the latest snapshot of it
+        # a standings row for every lap: the tower at its end, the latest emission of it
         assert [n for (n,) in conn.execute("SELECT lap FROM standings ORDER BY lap")] == [1, 2, 3]
         final = one("SELECT rows FROM standings WHERE lap = 3")
-        assert [row["driver_number"] for row in final] == [1, 3, 2, 4]
+        assert [(row["driver_number"], row["status"]) for row in final] == [
+            (1, "FINISHED"), (3, "FINISHED"), (2, "FINISHED"), (4, "RETIRED")]
         lap2 = one("SELECT rows FROM standings WHERE lap = 2")
-        assert [row["driver_number"] for row in lap2][:3] == [1, 3, 2]
-        boards = [o.board for o in outputs if isinstance(o, BoardUpdate)]
-        for (lap, version) in conn.execute("SELECT lap, version FROM standings"):
-            assert version == max(b.version for b in boards if standings_lap(b) == lap)
+        assert [row["driver_number"] for row in lap2] == [1, 3, 2, 4]
+        assert [(row["gap_ms"], row["interval_ms"]) for row in lap2] == [
+            (None, None), (400, 400), (1000, 600), (25_000, 24_000)]
+        assert (lap2[3]["compound"], lap2[3]["pit_count"], lap2[3]["status"]) == ("HARD", 1, "RUNNING")
+        lap1 = one("SELECT rows FROM standings WHERE lap = 1")
+        assert (lap1[3]["driver_number"], lap1[3]["status"], lap1[3]["compound"]) == (4, "PIT", "SOFT")
+        towers = [o for o in outputs if isinstance(o, Tower)]
+        for (lap, version, ts_ms) in conn.execute("SELECT lap, version, ts_ms FROM standings"):
+            newest = max((t for t in towers if t.lap == lap), key=lambda t: t.version)
+            assert (version, ts_ms) == (newest.version, newest.ts_ms)
 
         status = one("SELECT name, total_laps, status, lap, winner FROM races WHERE race_id = 'r'")
         assert status == ("Test GP", 3, "finished", 3, 1)
@@ -188,3 +196,62 @@ def test_concurrent_writers_of_one_race_rank_every_lap(pg: str) -> None:
             got = conn.execute("SELECT driver_number, position FROM laps WHERE lap = %s ORDER BY position",
                                (lap,)).fetchall()
             assert got == [(n, i + 1) for i, n in enumerate(order)]
+
+
+def _simulated_outputs(race_id: str, laps: int, one_batch: bool) -> list[Any]:
+    """A simulated race (20 cars, telemetry included) through the per-driver step and the race
+    state, as the flow runs them: record by record (a flow keeping up, lap by lap), or every
+    record in one batch (a flow catching up on a backlog); the outputs as the PostgreSQL sink gets them."""
+    from dataflows.race.driver import DriverState
+    from dataflows.race.processor import RaceProcessor
+    from schemas.model import Lap
+    from simulator.race import RaceSimulator
+
+    drivers: dict[int, DriverState] = {}
+    proc = RaceProcessor(race_id)
+    records: list[tuple[Any, None]] = []
+    laps_out: list[Any] = []
+    for record in RaceSimulator(race_id, seed=3, laps=laps).records():
+        if isinstance(record, Lap):
+            update = drivers.setdefault(record.driver_number, DriverState()).update(record)
+            assert isinstance(update, DriverUpdate)
+            laps_out.append(update)
+            record = update
+        records.append((record, None))
+    if one_batch:
+        outputs = proc.on_batch(records, 1.0)
+    else:
+        outputs = [o for i, pair in enumerate(records) for o in proc.on_batch([pair], 1.0 + i / 1000)]
+    session = proc.state.session if proc.state is not None else None
+    assert session is not None
+    return [SessionDoc(session), *laps_out,
+            *(BoardUpdate(o, {}, session.name) if isinstance(o, Leaderboard) else o for o in outputs)]
+
+
+def test_every_lap_has_its_tower_whatever_the_batching(postgres_url: str) -> None:
+    """Finding 6 of issue 11: a backlog processed in one batch stores the tower at the end of every
+    lap, equal to the towers a flow that kept up lap by lap stores."""
+    laps = 6
+    stored: list[list[tuple[Any, ...]]] = []
+    for one_batch in (False, True):
+        schema = f"t_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        conninfo = make_conninfo(postgres_url, options=f"-csearch_path={schema}")
+        try:
+            migrate(conninfo)
+            writer = PgWriter(conninfo)
+            try:
+                writer.write(_simulated_outputs("towers", laps, one_batch))
+            finally:
+                writer.close()
+            with psycopg.connect(conninfo) as conn:
+                stored.append(conn.execute(
+                    "SELECT lap, ts_ms, track_status, rows FROM standings ORDER BY lap").fetchall())
+        finally:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    lap_by_lap, backlog = stored
+    assert [row[0] for row in lap_by_lap] == list(range(1, laps + 1))
+    assert [row[0] for row in backlog] == list(range(1, laps + 1))
+    assert backlog == lap_by_lap

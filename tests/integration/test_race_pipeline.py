@@ -233,6 +233,13 @@ def _lap_rows(database_url: str, race_id: str, expected: int) -> tuple[int, int]
         time.sleep(0.3)
 
 
+def _standings_laps(database_url: str, race_id: str) -> list[int]:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        return [n for (n,) in conn.execute("SELECT lap FROM standings WHERE race_id = %s ORDER BY lap", (race_id,))]
+
+
 def test_two_workers_give_the_same_results_as_one_and_replays_change_nothing(
     produced_race: dict[str, Any], kafka_bootstrap: str, redis_url: str, registry_url: str, history_db: str
 ) -> None:
@@ -263,6 +270,8 @@ def test_two_workers_give_the_same_results_as_one_and_replays_change_nothing(
         before_state = json.loads(first.get(STATE_KEY.format(race_id)) or b"{}")
         first.delete(STATE_KEY.format(race_id), f"race:{race_id}:version")
         assert _lap_rows(history_db, race_id, laps_in_race) == (laps_in_race, laps_in_race)  # each lap once
+        # the flow started after the whole race was produced (one long backlog): still a tower per lap
+        assert _standings_laps(history_db, race_id) == list(range(1, LAPS + 1))
         with _flow(kafka_bootstrap, _with_db(redis_url, 13), registry_url, workers=1, database_url=history_db) as proc:
             after_state = _wait_final(first, race_id, proc, produced_race["records"])
             time.sleep(1.0)

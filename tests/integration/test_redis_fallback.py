@@ -150,6 +150,8 @@ def test_rebuild_cache_restores_the_leaderboard_idempotently(stores: dict[str, A
     assert orjson.loads(spare.hget("races", RACE))["status"] == "finished"
     assert spare.xlen(f"race:{RACE}:events") == summary["events_added"] == summary["events_stored"] > 0
     assert summary["session_written"] and orjson.loads(spare.get(f"race:{RACE}:session"))["name"] == "Test GP"
+    assert spare.hgetall(f"race:{RACE}:lapchart") == live.hgetall(f"race:{RACE}:lapchart")
+    assert summary["lap_chart_laps"] == 3 and summary["stints"] == live.hlen(f"race:{RACE}:stints") > 0
 
     # again, through the command: nothing changes
     assert cli_main(["rebuild-cache", "--race", RACE, "--database-url", stores["pg"],
@@ -160,3 +162,41 @@ def test_rebuild_cache_restores_the_leaderboard_idempotently(stores: dict[str, A
 
     assert cli_main(["rebuild-cache", "--race", "nope", "--database-url", stores["pg"],
                      "--redis-url", stores["spare"]]) == 1
+
+
+def test_a_race_missing_from_a_live_redis_is_answered_from_postgresql(stores: dict[str, Any]) -> None:
+    """Finding 5 of issue 11: Redis answers but has lost the race (a flush, a restart without
+    persistence): the race endpoints answer from PostgreSQL and say so, instead of 404."""
+    live = stores["live_client"]
+    original = orjson.loads(live.get(f"race:{RACE}:state"))
+    _forget(live)  # the race's keys are gone; Redis itself is up
+    settings = Settings(redis_url=stores["live"], database_url=stores["pg"], api_key="test-key-123")  # type: ignore[arg-type]
+    with serve_in_thread(create_app(settings, FAST)) as url, httpx.Client(base_url=url, timeout=10) as http:
+        r = http.get(f"/api/races/{RACE}/leaderboard")
+        assert r.status_code == 200, r.text
+        assert r.headers["X-Racewire-Source"] == "postgresql"
+        assert r.json()["rows"] == original["rows"]
+        for path in ("hero", "fastest-lap", "drivers", "events"):
+            got = http.get(f"/api/races/{RACE}/{path}")
+            assert got.status_code == 200, (path, got.text)
+            assert got.headers["X-Racewire-Source"] == "postgresql", path
+        assert http.get(f"/api/races/{RACE}/hero").json()["hero"] == original["hero"]
+        assert [e["type"] for e in http.get(f"/api/races/{RACE}/events").json()["events"]]
+        races = http.get("/api/races").json()["races"]
+        assert [(x["race_id"], x["status"]) for x in races if x["race_id"] == RACE] == [(RACE, "finished")]
+        assert http.get("/api/races/nope/leaderboard").status_code == 404
+
+        # the race is back in Redis: answers come from Redis again
+        rw = RedisWriter(stores["live"])
+        rw.write(_race()[1])
+        rw.close()
+        r = http.get(f"/api/races/{RACE}/leaderboard")
+        assert r.status_code == 200 and r.headers["X-Racewire-Source"] == "redis"
+
+
+def test_rebuild_cache_says_so_when_redis_is_unreachable(stores: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("infra.rebuild_cache.REDIS_WAIT_S", 0.5)
+    assert cli_main(["rebuild-cache", "--race", RACE, "--database-url", stores["pg"], "--redis-url", DEAD_REDIS]) == 1
+    err = capsys.readouterr().err
+    assert "Redis at redis://127.0.0.1:1/0 did not answer" in err and "RACEWIRE_REDIS_URL" in err

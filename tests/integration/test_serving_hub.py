@@ -218,4 +218,40 @@ def test_500_clients_churning_through_the_whole_app_leave_nothing_behind(redis_u
     finally:
         stop.set()
         writer.client.hdel("races", unique_race_id)
+
+
+def test_an_event_written_again_under_a_new_id_is_not_sent_twice(redis_url: str, redis_client: redis.Redis,
+                                                                unique_race_id: str) -> None:
+    """A race restored after Redis lost it may get its events back under new stream ids (when the
+    original ids were lost too): the channel does not broadcast an event id it already sent."""
+    race = unique_race_id
+    writer = RedisWriter(redis_url)
+    writer.write([_event(race, 0)])
+    redis_client.hset("races", race, b"{}")
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        hub = Hub(client, block_ms=200)
+        try:
+            gen = client_stream(hub, race, None)
+            parser = SSEParser()
+            first = asyncio.ensure_future(_read(gen, parser, 1))
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(writer.write, [_event(race, 1)])
+            assert [orjson.loads(e.data)["event_id"] for e in await first] == [f"{race}:ev:1"]
+            # the event it sent, appended again under a new id
+            redis_client.xadd(EVENTS_KEY.format(race), {"event_id": f"{race}:ev:1", "type": "PIT_STOP",
+                                                        "json": orjson.dumps(_event(race, 1).to_dict())})
+            await asyncio.to_thread(writer.write, [_event(race, 2)])
+            got = await _read(gen, parser, 1)
+            assert [orjson.loads(e.data)["event_id"] for e in got] == [f"{race}:ev:2"]
+            await gen.aclose()
+        finally:
+            await hub.close()
+            await client.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        redis_client.hdel("races", race)
         writer.close()

@@ -9,7 +9,7 @@ consumers saw). The result is a :data:`Contents` document of categories (see
 ``redis``: ``applied`` (the state version: input records applied), ``state`` (the leaderboard
 document), ``race_summary`` (its ``races`` hash entry), ``session``, ``leaderboard`` (the sorted
 set), ``events`` (the stream, by event id, with the number of entries per id), ``event_ids``
-(the de-duplication set), ``lapchart``, ``stints``, ``strategy`` (latest call per car) and
+(the event index: event id → stream id), ``lapchart``, ``stints``, ``strategy`` (latest call per car) and
 ``strategy_history``.
 
 ``pg``: ``race`` (the ``races`` row), ``drivers``, ``laps``, ``events``, ``stints`` and
@@ -66,7 +66,7 @@ def redis_contents(client: Any, race_id: str) -> dict[str, Any]:
         event_id = fields[b"event_id"].decode()
         copies[event_id] += 1
         events.setdefault(event_id, {"type": fields[b"type"].decode(), "event": _json(fields[b"json"])})
-    ids = {m.decode(): True for m in client.smembers(k.EVENT_IDS_KEY.format(race_id))}
+    ids = {m.decode(): True for m in client.hkeys(k.EVENT_INDEX_KEY.format(race_id))}
 
     def hash_of(key: str) -> dict[str, Any]:
         return {f.decode(): _json(v) for f, v in client.hgetall(key.format(race_id)).items()}

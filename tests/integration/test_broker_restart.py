@@ -128,18 +128,19 @@ class Reader:
         self.reopen()
 
 
-def _check_complete(expected: list[tuple[bytes, str]], got: list[tuple[bytes, str]]) -> Counter[str]:
-    """Every expected event id arrived, and per key in the expected order; returns the duplicates."""
+def _check_complete(expected: list[tuple[Any, str]], got: list[tuple[Any, str]]) -> Counter[str]:
+    """Every expected event id arrived, and per key (topic and key) in the expected order; returns
+    the duplicates."""
     counts = Counter(eid for _key, eid in got)
     lost = [eid for _key, eid in expected if eid not in counts]
     assert not lost, f"{len(lost)} of {len(expected)} records lost (first: {lost[:3]})"
-    firsts: dict[bytes, list[str]] = defaultdict(list)
+    firsts: dict[Any, list[str]] = defaultdict(list)
     seen: set[str] = set()
     for key, eid in got:
         if eid not in seen:
             seen.add(eid)
             firsts[key].append(eid)
-    wanted: dict[bytes, list[str]] = defaultdict(list)
+    wanted: dict[Any, list[str]] = defaultdict(list)
     for key, eid in expected:
         wanted[key].append(eid)
     for key, ids in wanted.items():
@@ -168,7 +169,7 @@ def test_simulator_keeps_going_across_a_broker_restart(broker: Broker, registry_
         broker.start()  # empty: nobody but the producer recreates the topics
         sim_out, _ = sim.communicate(timeout=120)
         assert sim.returncode == 0, sim_out[-3000:]
-        expected = [(record_key(r), r.event_id) for r in RaceSimulator(race_id, seed, laps).records()]
+        expected = [((r.TOPIC, record_key(r)), r.event_id) for r in RaceSimulator(race_id, seed, laps).records()]
         reader.read_until(lambda: len({v for _t, _k, v in reader.seen}) >= len(expected), 60)
     finally:
         reader.close()
@@ -177,7 +178,7 @@ def test_simulator_keeps_going_across_a_broker_restart(broker: Broker, registry_
             sim.kill()
             sim.wait()
     codec = Codec(make_registry_client(registry_url))
-    got = [(key, codec.decode(value)[1]["event_id"]) for _topic, key, value in reader.seen]
+    got = [((topic, key), codec.decode(value)[1]["event_id"]) for topic, key, value in reader.seen]
     duplicates = _check_complete(expected, got)
     assert sum(duplicates.values()) < 10_000  # only what the broker had not acknowledged comes twice
 

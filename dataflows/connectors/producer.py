@@ -39,6 +39,7 @@ import contextlib
 import enum
 import logging
 import math
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -171,7 +172,7 @@ class ResilientProducer:
         self._config = {**DEFAULT_CONFIG, **config, **NO_AUTO_CREATE}
         self._generation = 0  # of the current librdkafka producer; reports of older ones are ignored
         self._on_retry = on_retry
-        self._spool: DiskSpool = open_spool(options.spool_dir, name, options.spool_max_bytes)
+        self._spool: DiskSpool = _open_spool(options, name)
         self._cond = threading.Condition()
         self._closing = threading.Event()
         self._closed = False
@@ -261,7 +262,11 @@ class ResilientProducer:
                     except BufferError:
                         pass  # librdkafka's queue is full: let the broker take some (outside the lock)
                     except KafkaException as exc:
-                        self._set_trouble(f"produce failed: {exc.args[0].str() if exc.args else exc}")
+                        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                        if err is not None and err.code() in PERMANENT_ERRORS:
+                            self._reject(topic, key, err, on_delivery)  # e.g. larger than message.max.bytes
+                            return
+                        self._set_trouble(f"produce failed: {err.str() if err is not None else exc}")
                         continue
                 elif self._mode is Mode.SPOOLING:
                     if self._spool_one(record, on_delivery, block):
@@ -567,8 +572,12 @@ class ResilientProducer:
                 except BufferError:
                     producer.poll(0.05)
                 except KafkaException as exc:
+                    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                    if err is not None and err.code() in PERMANENT_ERRORS:
+                        self._reject(topic, key, err, None)
+                        break
                     self._discard_producer()
-                    raise _Away(f"produce failed: {exc.args[0].str() if exc.args else exc}") from None
+                    raise _Away(f"produce failed: {err.str() if err is not None else exc}") from None
         deadline = time.monotonic() + DRAIN_ACK_TIMEOUT_S
         remaining = len(producer)
         while remaining and not failed and self._trouble is None and time.monotonic() < deadline:
@@ -615,6 +624,19 @@ class ResilientProducer:
         for m in self._mismatches:
             log.error("producer %s: %s", self.name, m, extra={"producer": self.name})
         return producer
+
+
+def _open_spool(options: ProducerOptions, name: str) -> DiskSpool:
+    """The spool in ``options.spool_dir``, else (not writable, e.g. a container without a data
+    volume) under the temporary folder, with a warning."""
+    try:
+        return open_spool(options.spool_dir, name, options.spool_max_bytes)
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / "racewire-spool"
+        log.warning("producer %s: cannot spool in %s (%s); spooling in %s instead (set RACEWIRE_PRODUCER_SPOOL_DIR "
+                    "or RACEWIRE_DATA_DIR to a writable folder that outlives the process)", name, options.spool_dir,
+                    exc, fallback, extra={"producer": name})
+        return open_spool(fallback, name, options.spool_max_bytes)
 
 
 class _Closing(Exception):

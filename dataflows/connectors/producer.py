@@ -173,13 +173,15 @@ class ResilientProducer:
         self._generation = 0  # of the current librdkafka producer; reports of older ones are ignored
         self._on_retry = on_retry
         self._spool: DiskSpool = _open_spool(options, name)
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # taken directly on the fast path (C-level enter/exit)
+        self._cond = threading.Condition(self._lock)
         self._closing = threading.Event()
         self._closed = False
         self._producer: Producer | None = None
         self._trouble: str | None = None
-        self._returned: list[tuple[int, Record, OnDelivery | None]] = []
-        self._seq = 0
+        # records librdkafka gave back, in delivery-report order (which keeps each partition's order)
+        self._returned: list[tuple[Record, OnDelivery | None]] = []
+        self._direct = False  # mode is direct and nothing is wrong: the fast path of produce()
         self._retry_in_s = 1.0
         self._full_since: float | None = None
         # state for state()
@@ -193,16 +195,16 @@ class ResilientProducer:
             log.warning("producer %s: %d records (%d bytes) left in %s by an earlier run; delivering them first",
                         name, len(self._spool), self._spool.bytes, self._spool.path,
                         extra={"producer": name, "spooled_records": len(self._spool)})
-            self._mode = Mode.SPOOLING
+            self._set_mode(Mode.SPOOLING)
         else:
             try:
                 self._producer = self._connect(connect_timeout_s)
-                self._mode = Mode.DIRECT
+                self._set_mode(Mode.DIRECT)
             except _Away as exc:
                 self._note_error(str(exc))
                 log.warning("producer %s: %s; spooling to %s until it answers", name, exc, self._spool.path,
                             extra={"producer": name})
-                self._mode = Mode.SPOOLING
+                self._set_mode(Mode.SPOOLING)
         self._thread = threading.Thread(target=self._run, name=f"producer-{name}", daemon=True)
         self._thread.start()
 
@@ -246,18 +248,18 @@ class ResilientProducer:
     ) -> None:
         """Hand one record over. ``on_delivery`` (called from another thread) learns whether it was
         delivered or spooled. With ``block=False`` a full spool raises :class:`SpoolFull`."""
-        record: Record = (topic, key, value, headers)
         while True:
-            with self._cond:
-                if self._closed:
-                    raise ProducerClosed(f"producer {self.name} is closed")
-                if self._mode is Mode.DIRECT and self._trouble is None:
-                    assert self._producer is not None
-                    seq = self._seq
-                    self._seq += 1
+            with self._lock:
+                if self._direct and self._trouble is None:
                     try:
-                        self._producer.produce(topic, value, key, headers=headers,
-                                               on_delivery=partial(self._report, seq, on_delivery))
+                        if on_delivery is None:  # the producer's own report callback (no allocation)
+                            if headers is None:
+                                self._producer.produce(topic, value, key)  # type: ignore[union-attr]
+                            else:
+                                self._producer.produce(topic, value, key, headers=headers)  # type: ignore[union-attr]
+                        else:
+                            self._producer.produce(topic, value, key, headers=headers,  # type: ignore[union-attr]
+                                                   on_delivery=partial(self._report, on_delivery))
                         return
                     except BufferError:
                         pass  # librdkafka's queue is full: let the broker take some (outside the lock)
@@ -268,8 +270,10 @@ class ResilientProducer:
                             return
                         self._set_trouble(f"produce failed: {err.str() if err is not None else exc}")
                         continue
+                elif self._closed:
+                    raise ProducerClosed(f"producer {self.name} is closed")
                 elif self._mode is Mode.SPOOLING:
-                    if self._spool_one(record, on_delivery, block):
+                    if self._spool_one((topic, key, value, headers), on_delivery, block):
                         return
                     continue
                 else:  # diverting: the records librdkafka held go to the spool first
@@ -342,6 +346,7 @@ class ResilientProducer:
             if self._closed:
                 return
             self._closed = True
+            self._direct = False
             self._cond.notify_all()
         self._closing.set()
         self._thread.join()
@@ -377,7 +382,12 @@ class ResilientProducer:
         else:
             self._note_error(err.str())
 
-    def _report(self, seq: int, on_delivery: OnDelivery | None, err: KafkaError | None, msg: Message) -> None:
+    def _report_plain(self, err: KafkaError | None, msg: Message) -> None:
+        """Delivery report of a record produced in direct mode without a callback of its own."""
+        if err is not None:
+            self._report(None, err, msg)
+
+    def _report(self, on_delivery: OnDelivery | None, err: KafkaError | None, msg: Message) -> None:
         """Delivery report of a record produced in direct mode."""
         if err is None:
             if on_delivery is not None:
@@ -388,7 +398,7 @@ class ResilientProducer:
             return
         record: Record = (msg.topic() or "", msg.key(), msg.value(), as_headers(msg.headers()))
         with self._cond:
-            self._returned.append((seq, record, on_delivery))
+            self._returned.append((record, on_delivery))
         if err.code() not in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
             self._set_trouble(f"delivery failed: {err.str()}")
 
@@ -401,6 +411,10 @@ class ResilientProducer:
             on_delivery(Delivery(topic, error=err.str()))
 
     # ------------------------------------------------------------------ state changes
+
+    def _set_mode(self, mode: Mode) -> None:
+        self._mode = mode
+        self._direct = mode is Mode.DIRECT and self._producer is not None
 
     def _note_error(self, text: str) -> None:
         self._last_error = text
@@ -442,12 +456,12 @@ class ResilientProducer:
 
     def _spool_returned(self) -> None:
         with self._cond:
-            returned = sorted(self._returned, key=lambda r: r[0])
+            returned = list(self._returned)
             self._returned.clear()
             if returned:
-                self._spool.append([r[1] for r in returned], force=True)
+                self._spool.append([r[0] for r in returned], force=True)
                 self._spool.sync()
-        for _seq, record, on_delivery in returned:
+        for record, on_delivery in returned:
             if on_delivery is not None:
                 on_delivery(Delivery(record[0], spooled=True))
 
@@ -456,7 +470,7 @@ class ResilientProducer:
         with self._cond:
             why = self._trouble or "unknown"
             producer, self._producer = self._producer, None
-            self._mode = Mode.DIVERTING
+            self._set_mode(Mode.DIVERTING)
         self._diverted += 1
         if self._on_retry is not None:
             self._on_retry()
@@ -466,7 +480,7 @@ class ResilientProducer:
             self._take_back(producer, why)
         self._spool_returned()
         with self._cond:
-            self._mode = Mode.SPOOLING
+            self._set_mode(Mode.SPOOLING)
             self._trouble = None
             self._cond.notify_all()
 
@@ -534,7 +548,7 @@ class ResilientProducer:
             if not batch:
                 with self._cond:
                     if len(self._spool) == 0:  # nothing appended meanwhile: go direct
-                        self._mode = Mode.DIRECT
+                        self._set_mode(Mode.DIRECT)
                         self._trouble = None
                         self._full_since = None
                         self._retry_in_s = 1.0
@@ -598,7 +612,8 @@ class ResilientProducer:
     def _connect(self, timeout: float) -> Producer:
         """A new producer (new producer id) once the broker answers and every topic exists."""
         self._generation += 1
-        producer = Producer({**self._config, "error_cb": partial(self._on_error, self._generation)})
+        producer = Producer({**self._config, "error_cb": partial(self._on_error, self._generation),
+                             "on_delivery": self._report_plain})
         self._producers_created += 1
         self._trouble = None
         try:

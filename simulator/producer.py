@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -125,8 +126,9 @@ def produce_many(
 
 
 def default_options() -> ProducerOptions:
-    """Spool under the temporary folder; topics are not created (the caller made them)."""
-    return ProducerOptions(spool_dir=Path(tempfile.gettempdir()) / "racewire-spool", partitions=None)
+    """A spool in a new temporary folder (removed once everything is delivered); topics are not
+    created (the caller made them). For tools and benchmarks without settings."""
+    return ProducerOptions(spool_dir=Path(tempfile.mkdtemp(prefix="racewire-spool-")), partitions=None)
 
 
 def _produce(
@@ -142,6 +144,7 @@ def _produce(
     if speed is not None and speed <= 0:
         raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
     paced = PACED_CONFIG if speed is not None else {}
+    temporary = options is None
     options = options or default_options()
     if topics_prefix:  # the producer makes sure the topics it writes exist
         options = replace(options, topics=tuple(topics_prefix + t for t in options.topics))
@@ -168,6 +171,8 @@ def _produce(
         rejected = producer.state()["rejected"]
     finally:
         producer.close()
+    if temporary:
+        shutil.rmtree(options.spool_dir, ignore_errors=True)
     if rejected:
         raise DeliveryError(f"the broker refused {rejected} records (see the log for why); the others were delivered")
     return dict(counts)

@@ -108,3 +108,29 @@ def test_a_topic_with_another_partition_count_is_named(tmp_path: Path) -> None:
     finally:
         producer.close()
         broker.stop()
+
+
+def test_racewire_topics_names_a_partition_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+    import json
+
+    from infra import topics
+
+    broker = Broker(tmp_path / "kafka")
+    broker.start()
+    try:
+        create_topics(broker.bootstrap, 2, (TOPIC,))
+        parser = argparse.ArgumentParser()
+        topics.add_arguments(parser)
+        args = parser.parse_args(["--bootstrap", broker.bootstrap, "--partitions", "3"])
+        assert topics.run(args) == 1
+        out = json.loads(capsys.readouterr().out)
+        assert [m["topic"] for m in out["mismatched"]] == [TOPIC]
+        (mismatch,) = out["mismatched"]
+        assert (mismatch["found"], mismatch["expected"]) == (2, 3)
+        assert "racewire topics" in mismatch["message"] and "RACEWIRE_INPUT_PARTITIONS=2" in mismatch["message"]
+        assert TOPIC not in out["created"] and "f1.timing.lap" in out["created"]
+        md = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10)
+        assert len(md.topics["f1.timing.lap"].partitions) == 3
+    finally:
+        broker.stop()

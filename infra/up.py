@@ -256,10 +256,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             bootstrap = s.kafka_bootstrap
             if not bootstrap:
-                _fresh_start(data, options.spool_dir)
                 _step(f"starting the embedded Kafka-compatible broker on port {s.kafka_port} ...")
                 kafka = stack.enter_context(EmbeddedKafka(port=s.kafka_port, data_dir=data / "kafka"))
                 bootstrap = kafka.bootstrap
+                _fresh_start(data, options.spool_dir)  # once the port was free: no other run uses this data
 
                 def topics_again(kafka: EmbeddedKafka = kafka) -> str:
                     create_topics(kafka.bootstrap, partitions=s.input_partitions)

@@ -68,7 +68,8 @@ def build(args: argparse.Namespace) -> Any:
     from schemas.codec import Codec, make_registry_client
 
     s = _config(args)["settings"]
-    from bytewax.connectors.kafka import KafkaSink
+    from dataflows.connectors.kafka_sink import KafkaOutputSink
+    from dataflows.connectors.producer import ProducerOptions
 
     url = s.schema_registry_url
 
@@ -86,8 +87,7 @@ def build(args: argparse.Namespace) -> Any:
         migrate(s.database_url)
         pg = PgSink(s.database_url, retry)
     sinks = RaceSinks(
-        kafka=KafkaSink(s.kafka_bootstrap.split(","), topic=None,
-                        add_config={"linger.ms": "2", "enable.idempotence": "true"}),
+        kafka=KafkaOutputSink(s.kafka_bootstrap, ProducerOptions.from_settings(s)),  # survives broker restarts
         redis=None if args.no_redis else RedisSink(s.redis_url, s.events_stream_maxlen, retry, s.database_url),
         pg=pg,
     )

@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     except ImportError:
         return
     add_strategy(sub)
+    from infra.bench_idle import add_subcommands as add_idle  # idle CPU of a whole `racewire up`
+
+    add_idle(sub)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,6 +46,9 @@ import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from dataflows.connectors.topics import NO_AUTO_CREATE, bootstrap_open
+from dataflows.connectors.topics import bootstrap_addresses as bootstrap_addresses  # re-exported
+
 log = logging.getLogger(__name__)
 
 LOCALHOST = "127.0.0.1"
@@ -133,22 +136,6 @@ def postgres_reachable(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
-    """``"h1:9092,h2:9092"`` → ``[("h1", 9092), ("h2", 9092)]``; ValueError when malformed."""
-    addresses = []
-    for entry in (e.strip() for e in bootstrap.split(",")):
-        host, _, port = entry.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"bad bootstrap server {entry!r}; expected HOST:PORT[,HOST:PORT]")
-        addresses.append((host.strip("[]"), int(port)))
-    return addresses
-
-
-def bootstrap_open(bootstrap: str, timeout: float = 0.5) -> bool:
-    """True when at least one bootstrap server accepts a TCP connection (no Kafka request)."""
-    return any(_tcp_open(h, p, timeout) for h, p in bootstrap_addresses(bootstrap))
-
-
 def kafka_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
     """True when a Kafka-compatible broker at ``bootstrap`` answers a metadata request."""
     try:
@@ -161,7 +148,7 @@ def kafka_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
 
 
 def _kafka_metadata(bootstrap: str, timeout: float) -> bool:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **NO_AUTO_CREATE})
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException:
@@ -319,6 +306,11 @@ class _EmbeddedServer(ABC):
     @property
     def running(self) -> bool:
         return self.pid is not None
+
+    def exit_code(self) -> int | None:
+        """The server's exit code once it has exited on its own (``-9``: killed); ``None`` while it
+        runs or when it was never started (``racewire up``'s supervisor polls this)."""
+        return None if self._proc is None else self._proc.poll()
 
     def start(self) -> Self:
         """Start the server and return once it answers; see the module docstring."""

@@ -60,6 +60,21 @@ class Settings(BaseSettings):
         0.0, ge=0, description="stop the dataflow when one sink outage lasts longer than this many seconds "
                                "(0: never; the flow waits for the store, holding its input)")
 
+    # operations (racewire up supervision, resilient producers): issue 11
+    restart_max_crashes: int = Field(
+        5, ge=1, description="racewire up stops when one child crashes this many times within restart_window_s")
+    restart_window_s: float = Field(
+        60.0, gt=0, description="window (seconds) in which restart_max_crashes crashes of one child stop racewire up")
+    restart_backoff_s: float = Field(
+        0.5, ge=0, description="wait before the first restart of a crashed child; doubles per crash in the window")
+    restart_backoff_max_s: float = Field(10.0, ge=0, description="longest wait before restarting a crashed child")
+    producer_spool_dir: Path | None = Field(
+        None, description="where producers spool records while the broker is away (default: DATA_DIR/spool)")
+    producer_spool_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=4096,
+        description="most bytes each producer spools to disk while the broker is away; then the simulator and "
+                    "sources wait, the flow's sink holds back, ingest answers 503 with Retry-After")
+
     # serving
     api_key: SecretStr = Field(SecretStr("dev-key"), description="API key for write and admin endpoints")
     events_stream_maxlen: int = Field(20000, ge=100, description="cap of each race's Redis event stream")

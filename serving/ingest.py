@@ -13,12 +13,14 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import fastavro
 from fastavro.validation import validate
 
+from dataflows.connectors.producer import Delivery, ProducerOptions, ResilientProducer
+from dataflows.connectors.spool import Record
 from schemas.codec import INPUT_TOPICS, schema_text
 
 log = logging.getLogger("racewire.serving.ingest")
@@ -209,56 +211,72 @@ class NotConfigured(RuntimeError):
 
 
 class KafkaIngest:
-    """A confluent-kafka Producer plus the Avro codec; delivery reports resolve asyncio futures."""
+    """The ingest's :class:`~dataflows.connectors.producer.ResilientProducer` plus the Avro codec.
 
-    def __init__(self, bootstrap: str, registry_url: str) -> None:
-        from confluent_kafka import Producer
+    The producer is made on the first request, off the event loop (it waits up to a few seconds
+    for the broker). While the broker is away records are spooled to disk and the request is
+    answered at once (``"spooled": true`` per record); they are delivered, in order, when it is
+    back. A batch that does not fit in the spool raises
+    :class:`~dataflows.connectors.spool.SpoolFull` (its ``retry_after_s`` is for ``Retry-After``).
+    :meth:`state` says how the producer is doing, for ``/api/health``.
+    """
 
+    def __init__(self, bootstrap: str, registry_url: str, options: ProducerOptions) -> None:
         from schemas.codec import Codec, make_registry_client
 
+        self.bootstrap = bootstrap
+        self.options = options
         self.codec = Codec(make_registry_client(registry_url))
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
-                                  "linger.ms": 2, "message.timeout.ms": 10000})
-        self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._poll, name="ingest-producer-poll", daemon=True)
-        self._poller.start()
+        self.producer: ResilientProducer | None = None
+        self._start_lock = threading.Lock()
         self._codec_lock = threading.Lock()
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.producer.poll(0.1)
+    def _producer(self) -> ResilientProducer:
+        with self._start_lock:
+            if self.producer is None:
+                self.producer = ResilientProducer(
+                    {"bootstrap.servers": self.bootstrap, "linger.ms": 2, "delivery.report.only.error": False},
+                    self.options, name="ingest")
+            return self.producer
+
+    def state(self) -> dict[str, Any]:
+        """The producer's state (connected, spooled records and bytes, last error, ...)."""
+        if self.producer is None:
+            return {"name": "ingest", "connected": None, "mode": "not started (no record ingested yet)",
+                    "spooled_records": 0, "spooled_bytes": 0, "spool_max_bytes": self.options.spool_max_bytes,
+                    "last_error": None}
+        return self.producer.state()
 
     def _encode(self, topic: str, datum: dict[str, Any]) -> bytes:
         with self._codec_lock:  # registers the schema on first use (a registry call)
             return self.codec.encode_dict(topic, datum)
 
     async def produce(self, items: list[tuple[str, dict[str, Any]]], timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """Produce ``items``; one result per item: delivered (partition, offset), spooled, or still
+        queued when ``timeout_s`` ran out (it will be delivered or spooled: nothing is dropped)."""
         loop = asyncio.get_running_loop()
-        encoded = await asyncio.to_thread(lambda: [(t, record_key(t, d), self._encode(t, d)) for t, d in items])
-        futures: list[asyncio.Future[dict[str, Any]]] = []
-        for topic, key, value in encoded:
-            fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        futures: list[asyncio.Future[dict[str, Any]]] = [loop.create_future() for _ in items]
 
-            def report(err: Any, msg: Any, fut: asyncio.Future[dict[str, Any]] = fut) -> None:
-                result = ({"error": str(err)} if err is not None else
-                          {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()})
-                loop.call_soon_threadsafe(_resolve, fut, result)
+        def report(fut: asyncio.Future[dict[str, Any]], delivery: Delivery) -> None:
+            loop.call_soon_threadsafe(_resolve, fut, delivery.to_dict())
 
-            self.producer.produce(topic, value=value, key=key.encode(), on_delivery=report)
-            futures.append(fut)
-        done = await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
-        failed = [d for d in done if "error" in d]
+        def hand_over() -> None:
+            records: list[Record] = [(t, record_key(t, d).encode(), self._encode(t, d), None) for t, d in items]
+            callbacks = [partial(report, fut) for fut in futures]
+            self._producer().produce_batch(records, callbacks, block=False)
+
+        await asyncio.to_thread(hand_over)
+        done, _pending = await asyncio.wait(futures, timeout=timeout_s)
+        results = [f.result() if f in done else {"topic": t, "queued": True}
+                   for f, (t, _d) in zip(futures, items, strict=True)]
+        failed = [r for r in results if "error" in r]
         if failed:
             raise ConnectionError(f"the broker refused {len(failed)} record(s): {failed[0]['error']}")
-        return list(done)
+        return results
 
     def close(self) -> None:
-        self._stop.set()
-        self._poller.join(2)
-        self.producer.flush(5)
-        close = getattr(self.producer, "close", None)  # confluent-kafka >= 2.x: stop its threads now
-        if close is not None:
-            close()
+        if self.producer is not None:
+            self.producer.close(5)
 
 
 def _resolve(fut: asyncio.Future[dict[str, Any]], result: dict[str, Any]) -> None:

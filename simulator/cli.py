@@ -116,22 +116,25 @@ def run(args: argparse.Namespace) -> int:
         target = _kafka_target(args)
         if target is None:
             return 2
-        bootstrap, registry_url = target
+        bootstrap, registry_url, settings = target
         # imported here so that --dry-run needs neither Kafka nor a registry client
+        from dataflows.connectors.producer import ProducerOptions
         from schemas.codec import Codec, make_registry_client
         from simulator.producer import DeliveryError, produce_many, produce_race
 
         codec = Codec(make_registry_client(registry_url))
         config = {"bootstrap.servers": bootstrap}
+        # spooled to disk while the broker is away; topics recreated with the configured count
+        options = ProducerOptions.from_settings(settings)
         log.info("producing %d race(s) to %s (registry %s), speed %s", len(sims), bootstrap,
                  registry_url, "max" if args.speed is None else f"x{args.speed:g}")
         try:
             if len(sims) == 1:
                 counts = produce_race(sims[0], config, codec, args.speed, args.topics_prefix,
-                                      progress)
+                                      progress, options)
             else:
                 counts = produce_many(sims, config, codec, args.speed, args.topics_prefix,
-                                      progress)
+                                      progress, options)
         except DeliveryError as exc:
             log.error("%s", exc)
             return 1
@@ -155,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kafka_target(args: argparse.Namespace) -> tuple[str, str] | None:
-    """Bootstrap and registry from the flags, else from the settings; ``None`` (logged) if unset."""
+def _kafka_target(args: argparse.Namespace) -> tuple[str, str, Any] | None:
+    """Bootstrap, registry and the settings: the flags, else the settings; ``None`` (logged) if unset."""
     from infra.settings import load_settings
 
     settings = load_settings()
@@ -173,7 +176,7 @@ def _kafka_target(args: argparse.Namespace) -> tuple[str, str] | None:
     for what in missing:
         print(f"racewire simulate: no {what} (or use --dry-run)", file=sys.stderr)
     if bootstrap and registry_url:
-        return bootstrap, registry_url
+        return bootstrap, registry_url, settings
     return None
 
 

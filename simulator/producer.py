@@ -7,20 +7,27 @@ in order on one partition.
 
 ``speed=None`` produces as fast as the broker takes it; ``speed=k`` paces by session time, so
 that a record at session time ``ts`` leaves ``ts / k`` after the start (``k=1`` is real time).
+
+Records go through a :class:`~dataflows.connectors.producer.ResilientProducer`: while the broker
+is away they are spooled to disk (the race keeps its pace), and delivered in order when it is
+back; when the spool is full the race waits. At the end it waits until every record is delivered.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from operator import attrgetter
+from pathlib import Path
 from typing import Any, Protocol
 
-from confluent_kafka import KafkaError, Message, Producer
-
+from dataflows.connectors.producer import ProducerOptions, ResilientProducer
 from schemas.codec import Codec
 from schemas.model import Control, InputRecord, Lap, Session, Telemetry
 
@@ -35,19 +42,14 @@ THROUGHPUT_CONFIG: dict[str, Any] = {
     "queue.buffering.max.kbytes": 1_048_576,
     "enable.idempotence": True,
     "acks": "all",
-    "delivery.report.only.error": True,
 }
 """librdkafka settings for bulk production; the caller's ``producer_config`` overrides them."""
 
 PACED_CONFIG: dict[str, Any] = {"linger.ms": 1}
 """At a paced speed records trickle in: don't hold each one back waiting for a batch."""
 
-POLL_EVERY = 1_000
-"""Serve delivery reports every this many records."""
-BACKPRESSURE_POLL_S = 0.05
-"""When the local queue is full, wait this long for deliveries before retrying."""
-PACE_SLICE_S = 0.05
-"""While pacing, sleep (serving delivery reports) in slices of at most this long."""
+WAIT_REPORT_S = 10.0
+"""At the end, while the broker is away, say every this many seconds how many records wait."""
 
 _TELEMETRY_FIELDS = tuple(Telemetry.__slots__)
 _telemetry_values = attrgetter(*_TELEMETRY_FIELDS)
@@ -88,7 +90,7 @@ def record_dict(record: InputRecord) -> dict[str, Any]:
 
 
 class DeliveryError(RuntimeError):
-    """The broker did not take some records."""
+    """The broker refused some records (they are not retried: too large, not authorised, ...)."""
 
 
 def produce_race(
@@ -98,9 +100,11 @@ def produce_race(
     speed: float | None,
     topics_prefix: str = "",
     on_record: Callable[[InputRecord], None] | None = None,
+    options: ProducerOptions | None = None,
 ) -> dict[str, int]:
     """Produce one race; returns the number of records per topic (prefixed names)."""
-    return _produce(sim.records(), producer_config, codec, speed, topics_prefix, on_record)
+    return _produce(sim.records(), producer_config, codec, speed, topics_prefix, on_record, options,
+                    f"simulate-{sim.race_id}")
 
 
 def produce_many(
@@ -110,12 +114,21 @@ def produce_many(
     speed: float | None,
     topics_prefix: str = "",
     on_record: Callable[[InputRecord], None] | None = None,
+    options: ProducerOptions | None = None,
 ) -> dict[str, int]:
     """Produce several races at once, interleaved by session time (as if run side by side)."""
+    sims = list(sims)
     merged = heapq.merge(
         *(s.records() for s in sims), key=lambda r: (record_ts(r), _RANK[type(r)])
     )
-    return _produce(merged, producer_config, codec, speed, topics_prefix, on_record)
+    name = "simulate-" + (sims[0].race_id if len(sims) == 1 else f"{sims[0].race_id}+{len(sims) - 1}")
+    return _produce(merged, producer_config, codec, speed, topics_prefix, on_record, options, name)
+
+
+def default_options() -> ProducerOptions:
+    """A spool in a new temporary folder (removed once everything is delivered); topics are not
+    created (the caller made them). For tools and benchmarks without settings."""
+    return ProducerOptions(spool_dir=Path(tempfile.mkdtemp(prefix="racewire-spool-")), partitions=None)
 
 
 def _produce(
@@ -125,55 +138,48 @@ def _produce(
     speed: float | None,
     topics_prefix: str,
     on_record: Callable[[InputRecord], None] | None,
+    options: ProducerOptions | None,
+    name: str,
 ) -> dict[str, int]:
     if speed is not None and speed <= 0:
         raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
-    errors: list[KafkaError] = []
-
-    def delivered(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            errors.append(err)
-
     paced = PACED_CONFIG if speed is not None else {}
-    producer = Producer({**THROUGHPUT_CONFIG, **paced, **producer_config, "on_delivery": delivered})
+    temporary = options is None
+    options = options or default_options()
+    if topics_prefix:  # the producer makes sure the topics it writes exist
+        options = replace(options, topics=tuple(topics_prefix + t for t in options.topics))
+    producer = ResilientProducer({**THROUGHPUT_CONFIG, **paced, **producer_config}, options, name=name)
     counts: Counter[str] = Counter()
     topics = {
         cls: topics_prefix + cls.TOPIC for cls in (Session, Lap, Telemetry, Control)
     }
-    start = time.monotonic()
-    for n, record in enumerate(records, start=1):
-        if speed is not None:
-            _pace(producer, start + record_ts(record) / 1000 / speed)
-        topic = topics[type(record)]
-        value = codec.encode_dict(type(record).TOPIC, record_dict(record))
-        key = record_key(record)
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:  # local queue full: let deliveries drain it
-                producer.poll(BACKPRESSURE_POLL_S)
-        counts[topic] += 1
-        if n % POLL_EVERY == 0:
-            producer.poll(0)
-            if errors:
-                break
-        if on_record is not None:
-            on_record(record)
-    remaining = producer.flush()
-    if errors or remaining:
-        first = errors[0].str() if errors else "flush timed out"
-        raise DeliveryError(
-            f"{len(errors)} records failed and {remaining} were not delivered ({first}); "
-            "check that the broker at bootstrap.servers is up and the topics exist"
-        )
+    produce = producer.produce
+    try:
+        start = time.monotonic()
+        for record in records:
+            if speed is not None:
+                _pace(start + record_ts(record) / 1000 / speed)
+            topic = topics[type(record)]
+            produce(topic, codec.encode_dict(type(record).TOPIC, record_dict(record)), record_key(record))
+            counts[topic] += 1
+            if on_record is not None:
+                on_record(record)
+        while producer.flush(WAIT_REPORT_S):
+            state = producer.state()
+            log.warning("waiting for the broker at %s: %d records spooled (%s)", producer.bootstrap,
+                        state["spooled_records"], state["last_error"], extra={"producer": name, **state})
+        rejected = producer.state()["rejected"]
+    finally:
+        producer.close()
+    if temporary:
+        shutil.rmtree(options.spool_dir, ignore_errors=True)
+    if rejected:
+        raise DeliveryError(f"the broker refused {rejected} records (see the log for why); the others were delivered")
     return dict(counts)
 
 
-def _pace(producer: Producer, due: float) -> None:
-    """Wait until ``due`` (monotonic seconds), serving delivery reports meanwhile."""
-    while True:
-        wait = due - time.monotonic()
-        if wait <= 0:
-            return
-        producer.poll(min(wait, PACE_SLICE_S))
+def _pace(due: float) -> None:
+    """Wait until ``due`` (monotonic seconds); the producer delivers in the background meanwhile."""
+    wait = due - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)

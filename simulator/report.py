@@ -19,6 +19,7 @@ returns the replay report, read back from Redis (never recomputed here):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -190,11 +191,15 @@ def _run(source: ReportSource, speed: float | None, workers: int, timeout_s: flo
     import redis
 
     from dataflows.cli import flow_process
+    from dataflows.connectors.producer import ProducerOptions
+    from infra.settings import load_settings
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
     from simulator.producer import produce_race
 
     create_topics(svc["bootstrap"], partitions=max(4, 2 * workers))
+    # spooled under RACEWIRE_DATA_DIR while the broker is away; the topics were just made
+    options = dataclasses.replace(ProducerOptions.from_settings(load_settings()), partitions=None)
     codec = Codec(make_registry_client(svc["registry_url"]))
     codec.register_all()
     client = redis.Redis.from_url(svc["redis_url"])
@@ -209,7 +214,7 @@ def _run(source: ReportSource, speed: float | None, workers: int, timeout_s: flo
     with flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], workers,
                       os.environ.get("RACEWIRE_DATABASE_URL")) as proc:
         counts = produce_race(source, {"bootstrap.servers": svc["bootstrap"]}, codec, speed,
-                              on_record=counted)
+                              on_record=counted, options=options)
         log.info("race %s: produced %s in %.1f s; waiting for the dataflow", source.race_id, counts,
                  time.monotonic() - started)
         _wait_final(client, source.race_id, count, proc, timeout_s)

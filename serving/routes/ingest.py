@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Request, status
 
+from dataflows.connectors.spool import SpoolFull
 from serving.deps import Authenticated, MetricsDep, get_ingest
 from serving.ingest import FieldError, KafkaIngest, to_datum
 from serving.models import IngestItem, IngestResult
@@ -45,6 +46,9 @@ async def ingest(request: Request, metrics: MetricsDep,
     producer: KafkaIngest = get_ingest(request)
     try:
         results = await producer.produce(data)
+    except SpoolFull as exc:  # the broker is away and the ingest's disk spool is full
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc),
+                            headers={"Retry-After": str(exc.retry_after_s)}) from None
     except (TimeoutError, ConnectionError, BufferError) as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             detail=f"could not produce to Kafka: {exc or type(exc).__name__}; retry later") from None

@@ -16,7 +16,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from schemas.codec import Codec, make_registry_client, parsed_schema
+from schemas.codec import INPUT_TOPICS, OUTPUT_TOPICS, Codec, make_registry_client, parsed_schema
 from schemas.model import Control, ControlKind, InputRecord, Lap, Session, Telemetry, TrackStatus
 from simulator import cli, producer
 from simulator.race import COMPOUNDS, TICK_MS, RaceSimulator
@@ -422,36 +422,41 @@ def test_hero_positions_gained_and_lapped_status() -> None:
 
 
 class _FakeProducer:
-    """Stands in for confluent_kafka.Producer: keeps what was produced, refuses once (queue full)."""
+    """Stands in for the resilient producer: keeps what was produced, in order."""
 
     instances: list[_FakeProducer] = []
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], options: Any, *, name: str) -> None:
         self.config = config
+        self.options = options
+        self.name = name
+        self.bootstrap = config.get("bootstrap.servers")
         self.messages: list[tuple[str, bytes, bytes]] = []
-        self.full_once = True
+        self.closed = False
         _FakeProducer.instances.append(self)
 
-    def produce(self, topic: str, value: bytes, key: bytes) -> None:
-        if self.full_once:
-            self.full_once = False
-            raise BufferError("queue full")
+    def produce(self, topic: str, value: bytes, key: bytes, headers: Any = None) -> None:
         self.messages.append((topic, value, key))
 
-    def poll(self, timeout: float = 0.0) -> int:
+    def flush(self, timeout: float | None = None) -> int:
         return 0
 
-    def flush(self, timeout: float = -1) -> int:
-        return 0
+    def state(self) -> dict[str, Any]:
+        return {"rejected": 0}
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def test_produce_race_keys_and_encodes_every_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(producer, "Producer", _FakeProducer)
+    monkeypatch.setattr(producer, "ResilientProducer", _FakeProducer)
     sim = RaceSimulator("p-1", 2, 2)
     codec = Codec(make_registry_client("mock://simulator-tests"))
     counts = producer.produce_race(sim, {"bootstrap.servers": "unused:9092"}, codec, None, "x.")
     fake = _FakeProducer.instances[-1]
     assert fake.config["bootstrap.servers"] == "unused:9092" and fake.config["linger.ms"] > 0
+    assert fake.closed and fake.name == "simulate-p-1"
+    assert fake.options.topics == tuple("x." + t for t in INPUT_TOPICS + OUTPUT_TOPICS)
     records = list(sim.records())
     assert counts == dict(Counter("x." + r.TOPIC for r in records))
     assert len(fake.messages) == len(records)
@@ -471,7 +476,7 @@ def test_produce_race_keys_and_encodes_every_record(monkeypatch: pytest.MonkeyPa
 
 
 def test_produce_many_interleaves_races_by_session_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(producer, "Producer", _FakeProducer)
+    monkeypatch.setattr(producer, "ResilientProducer", _FakeProducer)
     sims = [RaceSimulator(f"m-{i}", i, 1) for i in range(2)]
     seen: list[InputRecord] = []
     counts = producer.produce_many(sims, {}, Codec(make_registry_client("mock://simulator-many")),

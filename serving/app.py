@@ -95,6 +95,11 @@ def create_app(settings: Settings, options: ServingOptions | None = None) -> Fas
         app.state.store = RaceStore(client)
         app.state.hub = hub
         app.state.ingest = None
+        starting: asyncio.Future[None] | None = None
+        if settings.kafka_bootstrap and settings.schema_registry_url:
+            # made at start, not on the first request: records an earlier process spooled go out now
+            app.state.ingest = KafkaIngest.from_settings(settings)
+            starting = asyncio.create_task(asyncio.to_thread(app.state.ingest.start))
         app.state.ingest_lock = asyncio.Lock()
         app.state.simulations = SimulationManager(env, opts.simulate_command, opts.max_simulations)
         app.state.kafka_health = None
@@ -109,6 +114,8 @@ def create_app(settings: Settings, options: ServingOptions | None = None) -> Fas
             await app.state.simulations.close()
             ingest: KafkaIngest | None = app.state.ingest
             if ingest is not None:
+                if starting is not None:
+                    await asyncio.gather(starting, return_exceptions=True)
                 await asyncio.to_thread(ingest.close)
             await client.aclose()
             log.info("serving stopped")

@@ -8,7 +8,6 @@ import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from pydantic import AfterValidator
 
-from dataflows.connectors.producer import ProducerOptions
 from infra.settings import Settings
 from serving.auth import Operator
 from serving.ingest import KafkaIngest
@@ -116,8 +115,6 @@ def get_ingest(request: Request) -> KafkaIngest:
                             detail=f"ingest is off: this server has no {' and no '.join(missing)}; "
                                    "set them (or run `racewire up`) to produce records to Kafka")
     if request.app.state.ingest is None:
-        # records are spooled under RACEWIRE_PRODUCER_SPOOL_DIR (default DATA_DIR/spool) while the broker is away
-        request.app.state.ingest = KafkaIngest(str(settings.kafka_bootstrap), str(settings.schema_registry_url),
-                                               ProducerOptions.from_settings(settings))
+        request.app.state.ingest = KafkaIngest.from_settings(settings)
     ingest: KafkaIngest = request.app.state.ingest
     return ingest

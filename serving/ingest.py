@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastavro
 from fastavro.validation import validate
@@ -22,6 +22,9 @@ from fastavro.validation import validate
 from dataflows.connectors.producer import Delivery, ProducerOptions, ResilientProducer
 from dataflows.connectors.spool import Record
 from schemas.codec import INPUT_TOPICS, schema_text
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
 
 log = logging.getLogger("racewire.serving.ingest")
 
@@ -230,6 +233,17 @@ class KafkaIngest:
         self.producer: ResilientProducer | None = None
         self._start_lock = threading.Lock()
         self._codec_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KafkaIngest:
+        """The ingest of a serving process (both Kafka and the registry must be configured);
+        records are spooled under ``RACEWIRE_PRODUCER_SPOOL_DIR`` (default ``DATA_DIR/spool``)."""
+        return cls(str(settings.kafka_bootstrap), str(settings.schema_registry_url),
+                   ProducerOptions.from_settings(settings))
+
+    def start(self) -> None:
+        """Make the producer now (it delivers what a previous process left in the spool)."""
+        self._producer()
 
     def _producer(self) -> ResilientProducer:
         with self._start_lock:

@@ -98,22 +98,21 @@ async def _kafka_health(request: Request, bootstrap: str | None) -> dict[str, An
 
 
 def _ingest_health(request: Request) -> dict[str, Any]:
-    """The ingest producer of this process (``POST /api/events``): made on first use. The producer may
-    describe itself with a ``health()`` method returning a dict with ``ok`` (and details); this is the
-    one place that asks it."""
+    """The ingest producer of this process (``POST /api/events``): its ``state()`` (connected, spooled
+    records and bytes, last error); not ok while it cannot reach the broker (records are spooled) or
+    its spool is full (ingest answers 503)."""
     settings = request.app.state.settings
     configured = bool(settings.kafka_bootstrap and settings.schema_registry_url)
     ingest = getattr(request.app.state, "ingest", None)
     if ingest is None:
         return {"ok": None, "configured": configured, "started": False}
-    describe = getattr(ingest, "health", None)
-    if callable(describe):
-        try:
-            state = dict(describe())
-        except Exception as exc:
-            return {"ok": False, "configured": configured, "started": True, "error": _error(exc)}
-        return {"configured": configured, "started": True, **state, "ok": state.get("ok")}
-    return {"ok": True, "configured": configured, "started": True}
+    try:
+        state = dict(ingest.state())
+    except Exception as exc:
+        return {"ok": False, "configured": configured, "started": True, "error": _error(exc)}
+    full = state.get("spooled_bytes", 0) >= state.get("spool_max_bytes") if state.get("spool_max_bytes") else False
+    ok = None if state.get("connected") is None else bool(state.get("connected")) and not full
+    return {"configured": configured, "started": True, **state, "ok": ok}
 
 
 def flow_summary(docs: list[dict[str, Any]], expected: int | None) -> dict[str, Any]:

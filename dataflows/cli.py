@@ -100,8 +100,8 @@ def build(args: argparse.Namespace) -> Any:
         started = time.perf_counter()
         warm_up()
         log.info("strategy ready: %s", {"models": models().version, "seconds": round(time.perf_counter() - started, 1)})
-    return build_race_flow(make_source(s.kafka_bootstrap), sinks, codec_factory, s.leaderboard_max_rate_hz,
-                           strategy=strategy)
+    source = make_source(s.kafka_bootstrap, recovery_hint=f"--recovery-dir {args.recovery_dir}")
+    return build_race_flow(source, sinks, codec_factory, s.leaderboard_max_rate_hz, strategy=strategy)
 
 
 def _recovery(args: argparse.Namespace, workers: int) -> Any:
@@ -139,12 +139,51 @@ def run(args: argparse.Namespace) -> int:
         # strategy 25.4 s before, 17.9 s after; without 19.1 s before, 16.8 s after.
         gc.freeze()
         procs = args.addresses.split(";") if args.addresses else None
-        log.info("race dataflow starting: %s", {"workers": workers if args.threads else 1,
-                                                "process": args.process_id})
-        cli_main(flow, workers_per_process=workers if args.threads else 1,
-                 process_id=args.process_id, addresses=procs, recovery_config=_recovery(args, workers))
+        local_workers = workers if args.threads else 1
+        log.info("race dataflow starting: %s", {"workers": local_workers, "process": args.process_id})
+        _report(s, args.process_id or 0, local_workers)
+        try:
+            cli_main(flow, workers_per_process=local_workers,
+                     process_id=args.process_id, addresses=procs, recovery_config=_recovery(args, workers))
+        except Exception as exc:
+            mismatch = _recovery_mismatch(exc)
+            if mismatch is None:
+                raise
+            log.error("recovery state refused: %s", {"reason": mismatch})
+            print(f"racewire flow: {mismatch}", file=sys.stderr)
+            return RECOVERY_MISMATCH_EXIT
         return 0
     return _run_cluster(args, workers)
+
+
+#: exit status of a flow that refused its recovery state (it does not fit the topics)
+RECOVERY_MISMATCH_EXIT = 3
+
+
+def _recovery_mismatch(exc: BaseException) -> str | None:
+    """The message of a :class:`RecoveryMismatch` behind ``exc`` (Bytewax wraps what a source
+    raises while it is built), or None."""
+    from dataflows.connectors.kafka_source import RecoveryMismatch
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, RecoveryMismatch):
+            return str(seen)
+        text = str(seen)
+        marker = "RecoveryMismatch: "
+        if marker in text:
+            return text.split(marker, 1)[1].strip().splitlines()[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _report(s: Any, process: int, workers: int) -> None:
+    """Publish this process's status document to Redis and serve its Prometheus metrics."""
+    from dataflows.metrics import StatusPublisher, serve_metrics
+
+    if s.redis_url:
+        StatusPublisher(s.redis_url, process, workers).start()
+    serve_metrics(None if s.flow_metrics_port is None else s.flow_metrics_port + process)
 
 
 def _ordinal(hostname: str) -> int:

@@ -22,10 +22,12 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from dataflows import metrics
 from dataflows.commentary import commentary_for
 from dataflows.connectors.kafka import CodecFactory, Decoder, Encoder, RaceChunk, Rejected, dead_letter, is_lap
 from dataflows.connectors.kafka_source import as_ref
 from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
+from dataflows.metrics import ACCOUNT
 from dataflows.race.driver import DriverState, DriverUpdate, Rejection
 from dataflows.race.processor import LapChart, RaceProcessor
 from dataflows.race.processor import Rejected as RaceRejected
@@ -53,8 +55,10 @@ def _driver_step(state: DriverState | None, item: tuple[Any, Any]) -> tuple[Driv
     lap, msg = item
     result = state.update(lap)
     if result is None:
+        ACCOUNT.count(lap.race_id, "duplicate")
         return state, []  # exact retry of a record already applied: idempotent
     if isinstance(result, Rejection):
+        metrics.rejected(lap.race_id, result.error_type)
         return state, [Rejected(result.reason, result.error_type, "driver-state", msg, lap.race_id)]
     return state, [(lap.race_id, RaceChunk([(result, msg)]))]
 
@@ -67,6 +71,7 @@ class RaceLogic(StatefulBatchLogic[Any, Any, RaceProcessor]):
         self.proc = resume or RaceProcessor(race_id, max_rate_hz, keep_ref=as_ref,
                                             strategist=Strategist() if strategy else None)
         self._session_sent: object = None
+        self._size_due = 0.0
 
     def _wrap(self, outputs: list[Any]) -> list[Any]:
         state = self.proc.state
@@ -78,6 +83,7 @@ class RaceLogic(StatefulBatchLogic[Any, Any, RaceProcessor]):
             if isinstance(o, Leaderboard) and state is not None:
                 out.append(BoardUpdate(o, state.positions(), state.session.name))
             elif isinstance(o, RaceRejected):
+                metrics.rejected(self.proc.race_id, o.rejection.error_type)
                 out.append(Rejected(o.rejection.reason, o.rejection.error_type, "race-state", as_ref(o.ref),
                                     self.proc.race_id))
             else:
@@ -86,9 +92,19 @@ class RaceLogic(StatefulBatchLogic[Any, Any, RaceProcessor]):
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         items = [pair for chunk in values for pair in chunk]
-        if not self.proc.race_id and items:
-            self.proc.race_id = str(items[0][0].race_id)
-        return self._wrap(self.proc.on_batch(items, time.monotonic())), StatefulBatchLogic.RETAIN
+        proc = self.proc
+        if not proc.race_id and items:
+            proc.race_id = str(items[0][0].race_id)
+        held = len(proc.pending)
+        outputs = proc.on_batch(items, time.monotonic())
+        refused = sum(1 for o in outputs if isinstance(o, RaceRejected))
+        # applied: what was read now or held for the session, less what is still held or refused
+        ACCOUNT.count(proc.race_id, "applied", len(items) + held - len(proc.pending) - refused)
+        now = time.monotonic()
+        if proc.state is not None and now >= self._size_due:
+            self._size_due = now + 1.0
+            ACCOUNT.state_size(proc.race_id, proc.state.size())
+        return self._wrap(outputs), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Any], bool]:
         return self._wrap(self.proc.on_notify(time.monotonic())), StatefulBatchLogic.RETAIN

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
         4.0, gt=0, description="most telemetry-driven leaderboard snapshots per second per race"
     )
     input_partitions: int = Field(8, ge=1, description="partitions of the input topics when created")
+    flow_metrics_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="serve the dataflow's Prometheus metrics on this port (per process: port + process index)")
     strategy: bool = Field(True, description="publish strategy calls for every car at the end of every lap")
     models_dir: Path | None = Field(
         None, description="strategy model artifacts (default: the ones shipped with racewire)")

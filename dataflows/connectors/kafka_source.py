@@ -1,22 +1,75 @@
-"""A lean Kafka source for Bytewax: one input partition per Kafka partition, like Bytewax's own
-``KafkaSource``, with offsets as recovery state, but emitting librdkafka's messages as they come.
+"""A lean Kafka source for Bytewax: one input partition per Kafka partition, offsets as recovery
+state, bound to the copy of the topic they were taken from; one consumer per worker.
 
 Why not ``bytewax.connectors.kafka.KafkaSource``: it copies every message into a Python
-dataclass (``KafkaSourceMessage``) and parses librdkafka statistics every second per partition;
-measured on the race flow that is ~15% of all CPU at 50k messages/s. Here the decoder reads the
-``confluent_kafka.Message`` directly, in the same step, and keeps only a small picklable
-:class:`MessageRef` for records that may still be rejected later.
+dataclass (``KafkaSourceMessage``), parses librdkafka statistics every second per partition, and
+runs one consumer per partition; measured on the race flow that is ~15% of all CPU at 50k
+messages/s, and an idle system kept busy by dozens of consumers polling the broker. Here:
+
+- **one consumer per worker** reads every partition the worker owns (one fetch request per
+  broker for all of them). The first partition built on a worker is its *reader*: it consumes
+  for all; the others only report their positions. When nothing arrives the reader waits inside
+  librdkafka (at most :data:`IDLE_WAIT_S`), which wakes the moment a record lands: an idle flow
+  costs next to nothing and a record is picked up at once.
+- the decoder reads the ``confluent_kafka.Message`` directly, in the same step, and keeps only a
+  small picklable :class:`MessageRef` for records that may still be rejected later.
+- **recovery state is bound to the data it was taken from**: each partition's state is
+  ``(topic id, next offset)``. A snapshot met by another copy of the topic (the broker lost its
+  data, the topic was recreated, another cluster) or whose offset lies past the partition's end is
+  refused at start-up with :class:`RecoveryMismatch`, which says what to do; it is never applied
+  to other data.
+- **a broker that restarts empty while the flow runs** is noticed (a connection error, an
+  offset out of range, or the periodic check every :data:`CHECK_EVERY_S`): nothing more is read
+  until the topic ids are checked again; a partition whose topic has a new id is read again from
+  its start (the flow's state still holds everything read before; the producers re-send what
+  the broker lost from their spools). Counted in ``racewire_flow_input_resets_total``.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
+
+from dataflows.metrics import ACCOUNT, INPUT_RESETS, RECORDS_IN
+
+log = logging.getLogger("racewire.flow.source")
+
+#: the longest a reader waits inside librdkafka for a record when the last read found none
+IDLE_WAIT_S = 0.02
+#: how often the topic ids are checked while the flow runs (and lag reported)
+CHECK_EVERY_S = 5.0
+#: how soon to look again while the broker cannot be reached to check the topics
+RETRY_CHECK_S = 0.5
+#: how often the reader reports positions and lag (cheap: cached watermarks)
+REPORT_EVERY_S = 1.0
+#: non-reader partitions are asked again after this long (they only report their position)
+FOLLOWER_AWAKE_S = 1.0
+ADMIN_TIMEOUT_S = 5.0
+
+#: errors after which the topics are checked before anything more is read
+_SUSPECT = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTO_OFFSET_RESET,
+            KafkaError.OFFSET_OUT_OF_RANGE, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION,
+            KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_ID}
+
+
+class RecoveryMismatch(RuntimeError):
+    """The recovery state does not fit the topics the flow meets; applying it would be wrong."""
 
 
 class MessageRef(NamedTuple):
@@ -65,49 +118,230 @@ class StubMessage:
         return None
 
 
-#: how long an idle partition waits before it is polled again. Polls never block (a blocking
-#: poll per partition would hold up every other partition of the worker: with 32 partitions a
-#: 1 ms wait each is 32 ms per round); librdkafka prefetches in the background meanwhile.
-IDLE_POLL_S = 0.003
+#: a partition's recovery state: (topic id, next offset to read)
+PartitionState = tuple[str | None, int]
 
 
-class _Partition(StatefulSourcePartition[Any, int]):
-    def __init__(self, config: dict[str, Any], topic: str, partition: int, offset: int, batch_size: int) -> None:
-        self._consumer = Consumer(config)
-        self._consumer.assign([TopicPartition(topic, partition, offset)])
-        self._offset = offset
-        self._batch_size = batch_size
-        self._idle = False
+def topic_ids(admin: AdminClient, topics: Iterable[str], timeout: float = ADMIN_TIMEOUT_S) -> dict[str, str | None]:
+    """Each topic's id (changes when a topic is created again); None for a topic that does not
+    exist. Raises :class:`KafkaException` when the broker cannot be asked."""
+    futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout)
+    ids: dict[str, str | None] = {}
+    for topic, future in futures.items():
+        try:
+            ids[topic] = str(future.result().topic_id)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                                  KafkaError._UNKNOWN_TOPIC):
+                ids[topic] = None
+            else:
+                raise
+    return ids
 
-    def next_batch(self) -> list[Any]:
-        msgs = self._consumer.consume(self._batch_size, 0)
-        self._idle = not msgs
-        if msgs:
-            last = msgs[-1].offset()
-            if last is not None and last >= 0:
-                self._offset = last + 1
-        return msgs
 
-    def next_awake(self) -> datetime | None:
-        return datetime.now(UTC) + timedelta(seconds=IDLE_POLL_S) if self._idle else None
+def _what_to_do(recovery: str) -> str:
+    return (f"The flow refuses to apply this recovery state to other data. Start it with an empty "
+            f"recovery directory ({recovery}: delete its files; every race is then rebuilt from "
+            "the input topics), or point it at the cluster and topics the state was taken from.")
 
-    def snapshot(self) -> int:
-        return self._offset
+
+class _Reader:
+    """The one consumer of a worker, shared by the worker's partitions."""
+
+    def __init__(self, config: dict[str, Any], batch_size: int) -> None:
+        self.config = config
+        self.consumer = Consumer(config)
+        self.admin = AdminClient({"bootstrap.servers": config["bootstrap.servers"]})
+        self.batch_size = batch_size
+        self.positions: dict[tuple[str, int], int] = {}
+        self.ids: dict[str, str | None] = {}
+        self.leader: _Partition | None = None
+        self.idle = False
+        self.check_due = time.monotonic() + CHECK_EVERY_S
+        self.suspect: str | None = None  # why the topics must be checked before reading on
+        self.report_due = 0.0
+        self.error_logged: dict[int, float] = {}
+
+    def add(self, topic: str, partition: int, resume: Any, starting_offset: int, recovery: str) -> str | None:
+        """Assign a partition, checking its recovery state first; returns the topic id."""
+        if topic not in self.ids:
+            self.ids.update(topic_ids(self.admin, [topic]))
+        tid = self.ids[topic]
+        if tid is None:
+            raise RuntimeError(f"input topic {topic!r} does not exist; create the topics first (`racewire topics`)")
+        low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                        timeout=ADMIN_TIMEOUT_S, cached=False)
+        if resume is None:
+            offset = {OFFSET_BEGINNING: low, OFFSET_END: high}.get(starting_offset, starting_offset)
+        else:
+            if isinstance(resume, int):  # state of a version that did not record the topic id
+                bound, offset = None, resume
+            else:
+                bound, offset = resume
+            if bound is not None and bound != tid:
+                raise RecoveryMismatch(
+                    f"recovery state for {topic}/{partition} was taken from another copy of the topic "
+                    f"(topic id {bound}; the broker's {topic} has id {tid}): the broker lost its data, the "
+                    f"topic was created again, or this is another cluster. {_what_to_do(recovery)}")
+            if offset > high:
+                raise RecoveryMismatch(
+                    f"recovery state for {topic}/{partition} resumes at offset {offset}, past the end of "
+                    f"the partition ({high} records): the state was taken from other data. "
+                    f"{_what_to_do(recovery)}")
+            if offset < low:
+                log.warning("records deleted by retention before the flow read them: %s",
+                            {"partition": f"{topic}/{partition}", "resume_at": offset, "first_kept": low})
+                offset = low
+        self.positions[(topic, partition)] = offset
+        self.consumer.incremental_assign([TopicPartition(topic, partition, offset)])
+        return tid
+
+    def position(self, topic: str, partition: int) -> PartitionState:
+        return self.ids.get(topic), self.positions[(topic, partition)]
+
+    # ------------------------------------------------------------------ reading
+    def read(self) -> list[Any]:
+        now = time.monotonic()
+        if (self.suspect is not None or now >= self.check_due) and not self._check(now):
+            self.idle = True
+            return []
+        msgs = self.consumer.consume(self.batch_size, IDLE_WAIT_S if self.idle else 0)
+        out: list[Any] = []
+        counts: dict[str, int] = {}
+        positions = self.positions
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                self._on_error(err, msg)
+                if self.suspect is not None:
+                    # what follows may come from a broker that lost its data: read it again
+                    # (or not) once the topics are checked
+                    break
+                continue
+            topic: str = msg.topic()  # type: ignore[assignment]  # set on every record
+            out.append(msg)
+            counts[topic] = counts.get(topic, 0) + 1
+            positions[(topic, msg.partition())] = msg.offset() + 1  # type: ignore[index,operator]
+        for topic, n in counts.items():
+            RECORDS_IN.labels(topic).inc(n)
+        self.idle = not out
+        if now >= self.report_due:
+            self._report(now)
+        return out
+
+    def _on_error(self, err: KafkaError, msg: Any) -> None:
+        code = err.code()
+        if code == KafkaError._PARTITION_EOF:
+            return
+        if code in _SUSPECT:
+            if self.suspect is None:
+                self.suspect = f"{err.name()}: {err.str()}"
+                log.warning("input interrupted; checking the topics before reading on: %s",
+                            {"error": self.suspect, "partition": f"{msg.topic()}/{msg.partition()}"})
+            return
+        now = time.monotonic()
+        if now - self.error_logged.get(code, 0.0) > 10:
+            self.error_logged[code] = now
+            log.warning("consumer error: %s", {"error": f"{err.name()}: {err.str()}",
+                                               "partition": f"{msg.topic()}/{msg.partition()}"})
+
+    def _check(self, now: float) -> bool:
+        """Compare the topic ids with those read from; read a recreated topic from its start.
+        Returns False while the broker cannot be asked (nothing is read meanwhile)."""
+        try:
+            current = topic_ids(self.admin, list(self.ids), timeout=2.0)
+        except KafkaException as exc:
+            self.check_due = now + RETRY_CHECK_S
+            self.suspect = self.suspect or str(exc)
+            return False
+        if any(tid is None for tid in current.values()):  # not created again yet: wait for it
+            self.check_due = now + RETRY_CHECK_S
+            self.suspect = self.suspect or "an input topic is missing"
+            return False
+        seek: list[TopicPartition] = []
+        for (topic, partition), offset in self.positions.items():
+            if current[topic] != self.ids[topic]:
+                INPUT_RESETS.labels(topic).inc()
+                log.warning("the broker lost an input topic (restarted empty or created again); reading "
+                            "it again from its start: %s", {"partition": f"{topic}/{partition}",
+                                                           "was_at": offset, "topic_id": current[topic]})
+                self.positions[(topic, partition)] = 0
+                seek.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
+            elif self.suspect is not None:
+                seek.append(TopicPartition(topic, partition, offset))  # drop what was fetched meanwhile
+        self.ids.update(current)
+        for tp in seek:
+            self._seek(tp)
+        if self.suspect is not None:
+            log.info("input resumed: %s", {"after": self.suspect, "partitions_read_again": sum(
+                1 for tp in seek if tp.offset == OFFSET_BEGINNING)})
+        self.suspect = None
+        self.check_due = now + CHECK_EVERY_S
+        return True
+
+    def _seek(self, tp: TopicPartition) -> None:
+        try:
+            self.consumer.seek(tp)
+        except KafkaException:  # not fetching yet (erroneous state): assign again at that offset
+            self.consumer.incremental_unassign([TopicPartition(tp.topic, tp.partition)])
+            self.consumer.incremental_assign([tp])
+
+    def _report(self, now: float) -> None:
+        self.report_due = now + REPORT_EVERY_S
+        for (topic, partition), offset in self.positions.items():
+            try:
+                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                high = None
+            ACCOUNT.partition(f"{topic}/{partition}", offset, high)
 
     def close(self) -> None:
-        self._consumer.close()
+        self.consumer.close()
 
 
-class RawKafkaSource(FixedPartitionedSource[Any, int]):
-    """Emits ``confluent_kafka.Message`` objects (errors included: check ``msg.error()``)."""
+class _Partition(StatefulSourcePartition[Any, PartitionState]):
+    def __init__(self, reader: _Reader, topic: str, partition: int) -> None:
+        self._reader = reader
+        self._topic, self._partition = topic, partition
+        if reader.leader is None:
+            reader.leader = self
+
+    def next_batch(self) -> list[Any]:
+        if self._reader.leader is self:
+            return self._reader.read()
+        return []
+
+    def next_awake(self) -> datetime | None:
+        reader = self._reader
+        if reader.leader is self:
+            if reader.suspect is not None:
+                return datetime.now(UTC) + timedelta(seconds=RETRY_CHECK_S)
+            return None  # the reader waits inside librdkafka when idle
+        return datetime.now(UTC) + timedelta(seconds=FOLLOWER_AWAKE_S)
+
+    def snapshot(self) -> PartitionState:
+        return self._reader.position(self._topic, self._partition)
+
+    def close(self) -> None:
+        if self._reader.leader is self:
+            self._reader.close()
+
+
+class RawKafkaSource(FixedPartitionedSource[Any, PartitionState]):
+    """Emits ``confluent_kafka.Message`` objects (records only: consumer errors are handled here)."""
 
     def __init__(self, brokers: Iterable[str], topics: Iterable[str], add_config: dict[str, str] | None = None,
-                 batch_size: int = 5000, starting_offset: int = OFFSET_BEGINNING) -> None:
+                 batch_size: int = 5000, starting_offset: int = OFFSET_BEGINNING,
+                 recovery_hint: str = "--recovery-dir") -> None:
         self._brokers = ",".join(brokers)
         self._topics = list(topics)
         self._add_config = dict(add_config or {})
         self._batch_size = batch_size
         self._starting_offset = starting_offset
+        self._recovery_hint = recovery_hint
+        self._readers: dict[int, _Reader] = {}  # per worker thread
+        self._lock = threading.Lock()
 
     def list_parts(self) -> list[str]:
         client = AdminClient({"bootstrap.servers": self._brokers})
@@ -120,14 +354,25 @@ class RawKafkaSource(FixedPartitionedSource[Any, int]):
             parts.extend(f"{p}-{topic}" for p in sorted(md.partitions))
         return parts
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+    def _reader(self) -> _Reader:
+        key = threading.get_ident()
+        with self._lock:
+            reader = self._readers.get(key)
+            if reader is None:
+                config = {
+                    "bootstrap.servers": self._brokers,
+                    "group.id": "racewire-unused",  # partitions are assigned, offsets kept by recovery
+                    "enable.auto.commit": "false",
+                    "enable.auto.offset.store": "false",
+                    "enable.partition.eof": "false",
+                    "auto.offset.reset": "error",  # an offset out of range is looked into, never skipped
+                    **self._add_config,
+                }
+                reader = self._readers[key] = _Reader(config, self._batch_size)
+        return reader
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _Partition:
         idx, topic = for_part.split("-", 1)
-        config = {
-            "bootstrap.servers": self._brokers,
-            "group.id": "racewire-unused",  # partitions are assigned, offsets kept by recovery
-            "enable.auto.commit": "false",
-            "enable.partition.eof": "false",
-            **self._add_config,
-        }
-        offset = self._starting_offset if resume_state is None else resume_state
-        return _Partition(config, topic, int(idx), offset, self._batch_size)
+        reader = self._reader()
+        reader.add(topic, int(idx), resume_state, self._starting_offset, self._recovery_hint)
+        return _Partition(reader, topic, int(idx))

@@ -110,7 +110,7 @@ class RaceProcessor:
             if state is None:
                 if isinstance(record, Session):
                     self.state = RaceState(record)
-                    self.state.version = 1
+                    self.state.applied = 1  # the session record itself
                     held, self.pending = self.pending, []
                     out.extend(self.on_batch(held, now_s))
                 elif len(self.pending) < MAX_PENDING:

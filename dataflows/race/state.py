@@ -73,6 +73,34 @@ class CarInfo:
     telemetry_progress: float = 0.0
 
 
+#: low bits of a state version: the count of input records applied
+VERSION_APPLIED_BITS = 24
+_APPLIED_MASK = (1 << VERSION_APPLIED_BITS) - 1
+
+
+def race_version(ts_ms: int, applied: int) -> int:
+    """A race state's version: its session time (ms, the newest event time applied) in the high
+    bits, the count of input records applied in the low :data:`VERSION_APPLIED_BITS`.
+
+    Stores keep the highest version they were given. Counting records alone let a version go
+    backwards: a flow restarted from a snapshot that re-read fewer records than before (records
+    the broker had lost) never wrote its final state again. With the session time first, a state
+    further into the session always wins; at the same session time, the one that applied more.
+    Runs that apply the same records (1 or N workers, a replay) reach the same version.
+
+    >>> race_version(5_000, 3) > race_version(4_999, 1_000_000)
+    True
+    >>> applied_of(race_version(5_000, 3))
+    3
+    """
+    return (max(0, ts_ms) << VERSION_APPLIED_BITS) | min(applied, _APPLIED_MASK)
+
+
+def applied_of(version: int) -> int:
+    """The count of input records applied that a :func:`race_version` carries."""
+    return version & _APPLIED_MASK
+
+
 class RaceState:
     """All race-level state of one race."""
 
@@ -100,7 +128,8 @@ class RaceState:
         self.finished: dict[int, Finisher] = {}
         self.hero: HeroResult | None = None
         self.final = False
-        self.version = 0
+        #: input records applied (session, laps, telemetry, control); see :func:`race_version`
+        self.applied = 0
         self.ts_ms = 0
         self.emitted: set[str] = set()
         #: the last lap handed out by :meth:`strategy_laps`
@@ -115,6 +144,14 @@ class RaceState:
         self.timing_dirty = True
         #: set when only telemetry (running order, car positions) changed since the last snapshot
         self.order_dirty = False
+
+    @property
+    def version(self) -> int:
+        return race_version(self.ts_ms, self.applied)
+
+    def size(self) -> int:
+        """How much this state holds: cars, laps at the timing line and events emitted."""
+        return len(self.cars) + sum(c.laps for c in self.timing.cars.values()) + len(self.emitted)
 
     # ------------------------------------------------------------------ input
     def apply(self, record: object) -> list[RaceEvent] | Rejection:
@@ -135,7 +172,7 @@ class RaceState:
         )
 
     def _session(self, s: Session) -> list[RaceEvent]:
-        self.version += 1
+        self.applied += 1
         for d in s.drivers:
             if d.number not in self.cars:
                 self.cars[d.number] = CarInfo(d)
@@ -151,7 +188,7 @@ class RaceState:
         car = self.cars.get(t.driver_number)
         if car is None:
             return self._unknown(t.driver_number)
-        self.version += 1
+        self.applied += 1
         if t.ts_ms > self.ts_ms:
             self.ts_ms = t.ts_ms
         self.order_dirty = True  # positions moved (the map), and the version advanced
@@ -179,7 +216,7 @@ class RaceState:
                 f"lap {lap.lap} of car {n} out of sequence: race has {timing_car.laps} laps for it",
                 "OUT_OF_SEQUENCE",
             )
-        self.version += 1
+        self.applied += 1
         self.ts_ms = max(self.ts_ms, lap.crossing_ms)
         self.timing.add(
             n, lap.lap, lap.crossing_ms, lap.lap_time_ms, lap.pit_in, lap.pit_out,
@@ -225,7 +262,7 @@ class RaceState:
     def _control(self, c: Control) -> list[RaceEvent] | Rejection:
         if c.driver_number is not None and c.driver_number not in self.cars:
             return self._unknown(c.driver_number)
-        self.version += 1
+        self.applied += 1
         self.ts_ms = max(self.ts_ms, c.ts_ms)
         lap = self._leader_lap()
         events: list[RaceEvent | None] = []

@@ -35,6 +35,7 @@ import psycopg
 import redis
 from psycopg.rows import dict_row
 
+from dataflows.race.state import applied_of
 from infra.drills.compare import calls, count, keyed, one
 
 log = logging.getLogger("racewire.drill")
@@ -74,10 +75,10 @@ def redis_contents(client: Any, race_id: str) -> dict[str, Any]:
     latest = {f"{c.get('lap')}:{driver}": c for driver, c in hash_of(k.STRATEGY_KEY).items()}
     version = client.get(k.VERSION_KEY.format(race_id))
     return {
-        # the state version counts the input records the race state applied (session, laps,
-        # telemetry, control): what is missing from it was never applied, even where no final
+        # the state version carries the count of input records the race state applied (session,
+        # laps, telemetry, control): what is missing from it was never applied, even where no final
         # result shows it (telemetry moves the map and the live order, not the classification)
-        "applied": count(None if version is None else int(version), "input records applied"),
+        "applied": count(None if version is None else applied_of(int(version)), "input records applied"),
         "state": one(state),
         "race_summary": one(summary),
         "session": one(session),

@@ -236,13 +236,14 @@ class FlowStatus:
     read: int | None
     applied: int | None
     rejected: int | None
+    duplicate: int | None  # exact redeliveries of records already applied (absorbed)
     updated_at: float | None  # the oldest document's ``updated_at``, epoch seconds
 
     @property
     def caught_up(self) -> bool:
         """Every partition read to its end, and every record read for the race applied (or rejected)."""
         return (self.lag == 0 and self.read is not None and self.applied is not None
-                and self.read == self.applied + (self.rejected or 0))
+                and self.read == self.applied + (self.rejected or 0) + (self.duplicate or 0))
 
 
 def flow_status(docs: list[dict[str, Any]], race_id: str) -> FlowStatus | None:
@@ -250,7 +251,7 @@ def flow_status(docs: list[dict[str, Any]], race_id: str) -> FlowStatus | None:
     if not docs:
         return None
     lag: int | None = 0
-    read = applied = rejected = 0
+    read = applied = rejected = duplicate = 0
     seen_race = False
     updated: list[float] = []
     for doc in docs:
@@ -263,10 +264,12 @@ def flow_status(docs: list[dict[str, Any]], race_id: str) -> FlowStatus | None:
             read += int(race.get("read") or 0)
             applied += int(race.get("applied") or 0)
             rejected += int(race.get("rejected") or 0)
+            duplicate += int(race.get("duplicate") or 0)
         with contextlib.suppress(TypeError, ValueError):
             updated.append(datetime.fromisoformat(str(doc.get("updated_at"))).timestamp())
     return FlowStatus(len(docs), lag, read if seen_race else None, applied if seen_race else None,
-                      rejected if seen_race else None, min(updated) if updated else None)
+                      rejected if seen_race else None, duplicate if seen_race else None,
+                      min(updated) if updated else None)
 
 
 @dataclass

@@ -136,14 +136,15 @@ def flow_summary(docs: list[dict[str, Any]], expected: int | None) -> dict[str, 
         if doc.get("last_applied_age_s") is not None:
             ages.append(float(doc["last_applied_age_s"]))
         for race_id, r in (doc.get("races") or {}).items():
-            mine = races.setdefault(race_id, {"read": 0, "applied": 0, "rejected": 0, "last_applied_age_s": None})
-            for k in ("read", "applied", "rejected"):
+            mine = races.setdefault(race_id, {"read": 0, "applied": 0, "rejected": 0, "duplicate": 0,
+                                              "last_applied_age_s": None})
+            for k in ("read", "applied", "rejected", "duplicate"):
                 mine[k] += int(r.get(k) or 0)
             age = r.get("last_applied_age_s")
             if age is not None and (mine["last_applied_age_s"] is None or age < mine["last_applied_age_s"]):
                 mine["last_applied_age_s"] = age
     for r in races.values():
-        r["pending"] = max(0, r["read"] - r["applied"] - r["rejected"])
+        r["pending"] = max(0, r["read"] - r["applied"] - r["rejected"] - r["duplicate"])
     n = len(docs)
     ok: bool | None = (n >= expected) if expected else (True if n else None)
     return {"ok": ok, "configured": bool(expected), "processes": n, "expected_processes": expected,

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from dataflows.cli import flow_process
 from dataflows.connectors.redis_sink import EVENTS_KEY, STATE_KEY
+from dataflows.race.state import applied_of
 from schemas.codec import Codec, make_registry_client
 from schemas.model import Lap, Telemetry
 from simulator.race import RaceSimulator
@@ -50,8 +51,8 @@ def _wait_final(client: redis.Redis, race_id: str, proc: subprocess.Popen[bytes]
         raw = client.get(STATE_KEY.format(race_id))
         if raw is not None:
             doc = json.loads(raw)
-            if doc["final"] and doc["version"] >= records:
-                assert doc["version"] == records
+            if doc["final"] and applied_of(doc["version"]) >= records:
+                assert applied_of(doc["version"]) == records
                 time.sleep(1.0)  # let the last events land
                 return json.loads(client.get(STATE_KEY.format(race_id)) or b"{}")
         assert proc.poll() is None, f"dataflow exited with {proc.returncode}"

@@ -6,7 +6,7 @@ import itertools
 
 from dataflows.race.driver import DriverState, Rejection
 from dataflows.race.processor import Rejected, Throttle
-from dataflows.race.state import STRAGGLER_GRACE_S
+from dataflows.race.state import STRAGGLER_GRACE_S, applied_of, race_version
 from dataflows.race.validate import validate
 from schemas.model import ControlKind, Lap, Leaderboard, Telemetry, TrackStatus
 from tests.unit.race_builder import Race
@@ -256,11 +256,34 @@ def test_flag_state_and_lap_counter() -> None:
     assert [e.track_status for e in r.events("FLAG")] == [TrackStatus.SC]
 
 
-def test_version_counts_applied_records() -> None:
+def test_version_carries_session_time_and_records_applied() -> None:
     r = Race(cars=2, laps=10)
     r.lap(1, 1, 90_000)
     r.tel(2, 1000, 1, 0.1)
-    assert board(r).version == 3
+    assert board(r).version == race_version(90_000, 3)  # session, lap, telemetry
+    assert applied_of(board(r).version) == 3
+
+
+def test_version_never_goes_backwards_when_a_restart_reads_fewer_records() -> None:
+    """Finding 3: a flow restarted from a snapshot that re-read fewer records (telemetry the broker
+    had lost) must still replace what the first run wrote, up to its final state."""
+    def run(telemetry_every: int) -> list[Leaderboard]:
+        r = Race(cars=2, laps=3)
+        boards = []
+        for lap in range(1, 4):
+            for k in range(0, 40, telemetry_every):
+                for n in (1, 2):
+                    r.tel(n, (lap - 1) * 90_000 + k * 2_000 + n, lap, k / 40)
+            for n in (1, 2):
+                r.lap(n, lap, lap * 90_000 + n * 500)
+            boards.append(board(r))
+        return boards
+
+    first, restarted = run(1), run(4)  # the restart saw a quarter of the telemetry
+    assert restarted[-1].final and not first[1].final
+    assert restarted[-1].version > max(b.version for b in first[:-1])
+    versions = [b.version for b in restarted]
+    assert versions == sorted(versions)
 
 
 # ---------------------------------------------------------------- per-driver state

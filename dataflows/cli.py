@@ -197,10 +197,10 @@ def _ordinal(hostname: str) -> int:
 
 def _run_cluster(args: argparse.Namespace, workers: int) -> int:
     """Spawn ``workers`` processes that form one Bytewax cluster; stop them together."""
-    from infra.services import free_port
+    from infra.services import free_ports
 
     _recovery(args, workers)  # create the partitions once, before the processes start
-    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(workers))
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(workers))
     base = [sys.executable, "-m", "infra.cli", "flow", "race", "--workers", str(workers),
             "--addresses", addresses]
     for flag, value in (("--bootstrap", args.bootstrap), ("--redis-url", args.redis_url),

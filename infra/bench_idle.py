@@ -66,11 +66,12 @@ def _cpu_s(p: psutil.Process) -> float | None:
 
 
 def _env(data: Path) -> dict[str, str]:
-    from infra.services import free_port
+    from infra.services import free_ports
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RACEWIRE_")}
-    for name in ("HTTP", "KAFKA", "REDIS", "POSTGRES", "REGISTRY"):
-        env[f"RACEWIRE_{name}_PORT"] = str(free_port())
+    names = ("HTTP", "KAFKA", "REDIS", "POSTGRES", "REGISTRY")
+    for name, port in zip(names, free_ports(len(names)), strict=True):
+        env[f"RACEWIRE_{name}_PORT"] = str(port)
     env["RACEWIRE_DATA_DIR"] = str(data)
     return env
 

@@ -81,9 +81,19 @@ class ServiceStartError(ServiceError):
 
 def free_port(host: str = LOCALHOST) -> int:
     """A TCP port that is free right now on ``host`` (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
+    """``count`` distinct TCP ports free right now on ``host``.
+
+    All sockets stay bound until every port is picked: asked one at a time, the OS may hand out
+    the same port twice once the first socket is closed."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def port_in_use(port: int, host: str = LOCALHOST) -> bool:

@@ -164,10 +164,11 @@ def _produce(
             counts[topic] += 1
             if on_record is not None:
                 on_record(record)
-        while producer.flush(WAIT_REPORT_S):
+        while waiting := producer.flush(WAIT_REPORT_S):
             state = producer.state()
             log.warning("waiting for the broker at %s: %d records spooled (%s)", producer.bootstrap,
-                        state["spooled_records"], state["last_error"], extra={"producer": name, **state})
+                        state["spooled_records"], state["last_error"], extra={"producer": name, "mode": state["mode"],
+                               "spooled_records": state["spooled_records"], "waiting": waiting})
         rejected = producer.state()["rejected"]
     finally:
         producer.close()

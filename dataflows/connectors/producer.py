@@ -176,6 +176,8 @@ class ResilientProducer:
         self._lock = threading.Lock()  # taken directly on the fast path (C-level enter/exit)
         self._cond = threading.Condition(self._lock)
         self._closing = threading.Event()
+        self._wake = threading.Event()  # cuts the wait between two tries to reach the broker short
+        self._failed_tries = 0
         self._closed = False
         self._producer: Producer | None = None
         self._trouble: str | None = None
@@ -340,19 +342,23 @@ class ResilientProducer:
             time.sleep(wait)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop: deliver what librdkafka holds within ``timeout``; what cannot be delivered stays
-        in the spool on disk, for the next run under the same name."""
+        """Stop: deliver what librdkafka holds and what is spooled within ``timeout`` (a broker
+        that is away gets one more try at once, not the whole timeout); what cannot be delivered
+        stays in the spool on disk, for the next run under the same name."""
         with self._cond:
             if self._closed:
                 return
             self._closed = True
             self._direct = False
             self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        self._deliver_before_closing(deadline)
         self._closing.set()
+        self._wake.set()
         self._thread.join()
         producer, self._producer = self._producer, None
         if producer is not None:
-            remaining = producer.flush(timeout)
+            remaining = producer.flush(max(0.0, deadline - time.monotonic()))
             if remaining:
                 self._take_back(producer, "closing")
         self._spool_returned()
@@ -362,6 +368,18 @@ class ResilientProducer:
                         self.name, left, self._spool.bytes, self._spool.path,
                         extra={"producer": self.name, "spooled_records": left})
         self._spool.close()
+
+    def _deliver_before_closing(self, deadline: float) -> None:
+        """Wait until nothing is spooled or in flight, the deadline passes, or a try to reach the
+        broker made after the close was asked for fails."""
+        failed_before = self._failed_tries
+        self._wake.set()  # a producer waiting to try the broker again tries now
+        with self._cond:
+            while time.monotonic() < deadline and self._failed_tries == failed_before:
+                in_flight = len(self._producer) if self._producer is not None else 0
+                if self._mode is Mode.DIRECT and len(self._spool) == 0 and in_flight == 0:
+                    return
+                self._cond.wait(0.05)
 
     def __enter__(self) -> ResilientProducer:
         return self
@@ -414,7 +432,7 @@ class ResilientProducer:
 
     def _set_mode(self, mode: Mode) -> None:
         self._mode = mode
-        self._direct = mode is Mode.DIRECT and self._producer is not None
+        self._direct = mode is Mode.DIRECT and self._producer is not None and not self._closed
 
     def _note_error(self, text: str) -> None:
         self._last_error = text
@@ -512,11 +530,15 @@ class ResilientProducer:
     def _sleep(self, seconds: float) -> None:
         self._retry_in_s = seconds
         self._spool.sync()
-        self._closing.wait(seconds)
+        self._wake.wait(seconds)
+        self._wake.clear()
 
     def _before_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         self._note_error(str(exc))
+        with self._cond:
+            self._failed_tries += 1
+            self._cond.notify_all()
         if self._on_retry is not None:
             self._on_retry()
         if state.attempt_number == 1 or state.attempt_number % 20 == 0:

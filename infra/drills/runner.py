@@ -26,7 +26,7 @@ from typing import Any
 from infra.drills.compare import compare_contents
 from infra.drills.contents import Contents, OutputTail, collect
 from infra.drills.stack import Monitor, Sample, Stack, UpRun
-from infra.services import free_port
+from infra.services import free_ports
 
 log = logging.getLogger("racewire.drill")
 
@@ -401,11 +401,11 @@ class RunOutcome:
 def _up_env(stack: Stack, workdir: Path, partitions: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RACEWIRE_")}
     env.update(stack.urls)
-    env.update({"RACEWIRE_DATA_DIR": str(workdir / "data"), "RACEWIRE_INPUT_PARTITIONS": str(partitions),
-                "RACEWIRE_HTTP_PORT": str(free_port())})
+    env.update({"RACEWIRE_DATA_DIR": str(workdir / "data"), "RACEWIRE_INPUT_PARTITIONS": str(partitions)})
     # `up` starts no embedded service here; should it ever, never on a port another stack uses
-    for name in ("KAFKA", "REDIS", "POSTGRES", "REGISTRY"):
-        env[f"RACEWIRE_{name}_PORT"] = str(free_port())
+    names = ("HTTP", "KAFKA", "REDIS", "POSTGRES", "REGISTRY")
+    for name, port in zip(names, free_ports(len(names)), strict=True):
+        env[f"RACEWIRE_{name}_PORT"] = str(port)
     return env
 
 

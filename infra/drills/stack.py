@@ -35,7 +35,7 @@ import psycopg
 import redis
 
 from infra.registry import RegistryServer
-from infra.services import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, free_port
+from infra.services import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, free_ports
 
 log = logging.getLogger("racewire.drill")
 
@@ -48,9 +48,10 @@ class Stack:
 
     def __init__(self, workdir: Path, redis_persist: bool = False) -> None:
         self.workdir = workdir
-        self.kafka = EmbeddedKafka(free_port(), workdir / "kafka")
-        self.redis = EmbeddedRedis(free_port(), workdir / "redis", persist=redis_persist)
-        self.postgres = EmbeddedPostgres(free_port(), workdir / "postgres", fsync=False)
+        kafka_port, redis_port, postgres_port = free_ports(3)
+        self.kafka = EmbeddedKafka(kafka_port, workdir / "kafka")
+        self.redis = EmbeddedRedis(redis_port, workdir / "redis", persist=redis_persist)
+        self.postgres = EmbeddedPostgres(postgres_port, workdir / "postgres", fsync=False)
         self.registry = RegistryServer(workdir / "registry", port=0)
         self._stack = contextlib.ExitStack()
 

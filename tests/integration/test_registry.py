@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from infra.registry import (
     RegistryDataError,
     RegistryServer,
 )
+from infra.services import free_port
 from schemas.codec import SCHEMA_FILES, Codec, make_registry_client, schema_text, subject
 from schemas.model import (
     CarStatus,
@@ -127,12 +127,6 @@ def lap_schema(**extra_field: Any) -> str:
     if extra_field:
         schema["fields"].append(extra_field)
     return json.dumps(schema)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------- codec, restart

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from dataflows.connectors import producer as producer_module
 from dataflows.connectors.producer import ProducerOptions, ResilientProducer
 from dataflows.connectors.topics import create_topics
 from tests.integration.test_broker_restart import Broker, Reader
@@ -70,6 +71,47 @@ def test_a_spool_left_by_an_earlier_run_is_delivered_first(tmp_path: Path) -> No
         assert _values(reader) == expected  # one key: one partition, in order
     finally:
         broker.stop()
+
+
+def test_close_delivers_the_spool_once_the_broker_is_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A producer closed while it waits to try the broker again (a flow that ends just after the
+    broker came back) tries at once and delivers what it spooled, instead of leaving it on disk."""
+    monkeypatch.setattr(producer_module, "RETRY_INITIAL_S", 8.0)  # the next try is 8 to 16 s away
+    broker = Broker(tmp_path / "kafka")
+    producer = ResilientProducer({"bootstrap.servers": broker.bootstrap}, _options(tmp_path), name="ending",
+                                 connect_timeout_s=1)
+    try:
+        for i in range(200):
+            producer.produce(TOPIC, f"v{i}".encode(), b"k")
+        time.sleep(producer_module.CONNECT_TIMEOUT_S + 1)  # the first try gave up
+        broker.start()
+        assert producer.state()["spooled_records"] == 200  # not tried since the broker is back
+        began = time.monotonic()
+        producer.close(timeout=20)
+        assert time.monotonic() - began < 7
+        assert producer.state()["spooled_records"] == 0
+        reader = Reader(broker.bootstrap, (TOPIC,))
+        reader.read_until(lambda: len(reader.seen) >= 200, 30)
+        reader.close()
+        assert _values(reader) == [f"v{i}".encode() for i in range(200)]
+    finally:
+        broker.stop()
+
+
+def test_close_with_the_broker_away_gives_up_after_one_more_try(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "kafka")  # never started
+    producer = ResilientProducer({"bootstrap.servers": broker.bootstrap}, _options(tmp_path), name="away",
+                                 connect_timeout_s=1)
+    for i in range(10):
+        producer.produce(TOPIC, f"v{i}".encode(), b"k")
+    began = time.monotonic()
+    producer.close(timeout=60)
+    waited = time.monotonic() - began
+    assert waited < 30, f"close waited {waited:.1f} s for a broker that is not there"
+    again = ResilientProducer({"bootstrap.servers": broker.bootstrap}, _options(tmp_path), name="away",
+                              connect_timeout_s=1)
+    assert again.state()["spooled_records"] == 10  # kept on disk for the next run
+    again.close(timeout=1)
 
 
 def test_a_record_the_broker_refuses_is_counted_and_the_others_go_through(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from dataflows.connectors.redis_sink import RedisWriter
-from infra.services import free_port
+from infra.services import free_port, free_ports
 from infra.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import play, race_outputs, write_session
@@ -343,7 +343,8 @@ def test_request_id_in_and_out(http: httpx.Client) -> None:
 
 
 def test_health_tells_anonymous_callers_statuses_only(redis_url: str, tmp_path: Any) -> None:
-    redis_port, kafka_port, pg_port = DEAD.split(":")[1], str(free_port()), str(free_port())
+    redis_port = DEAD.split(":")[1]
+    kafka_port, pg_port = (str(port) for port in free_ports(2))
     settings = _settings(f"redis://127.0.0.1:{redis_port}/0", kafka_bootstrap=f"127.0.0.1:{kafka_port}",
                          database_url=f"postgresql://racewire@127.0.0.1:{pg_port}/none")
     with serve_in_thread(create_app(settings, FAST)) as url, httpx.Client(base_url=url, timeout=20) as client:

@@ -21,7 +21,7 @@ import redis
 
 from dataflows.cli import flow_process
 from dataflows.connectors.redis_sink import LAPCHART_KEY
-from infra.services import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, free_port
+from infra.services import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, free_port, free_ports
 from infra.topics import create_topics
 from schemas.codec import Codec, make_registry_client
 from schemas.model import Commentary, RaceEvent
@@ -95,8 +95,9 @@ def test_flow_survives_a_postgresql_outage(broker: str, registry_url: str, tmp_p
     race = simulate(f"out-p-{uuid.uuid4().hex[:6]}", LAPS)
     codec = Codec(make_registry_client(registry_url))
     split = race.split_at_lap(FAULT_AT_LAP)
-    pg = EmbeddedPostgres(free_port(), tmp_path / "pg", fsync=False).start()
-    rds = EmbeddedRedis(free_port(), tmp_path / "redis").start()
+    pg_port, redis_port = free_ports(2)
+    pg = EmbeddedPostgres(pg_port, tmp_path / "pg", fsync=False).start()
+    rds = EmbeddedRedis(redis_port, tmp_path / "redis").start()
     client = redis.Redis.from_url(rds.url)
     rid = race.race_id
 

@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from infra.services import free_port, port_in_use
+from infra.services import free_ports, port_in_use
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -54,7 +54,8 @@ class Lines:
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RACEWIRE_")}
-    ports = {name: str(free_port()) for name in ("HTTP", "KAFKA", "REDIS", "POSTGRES", "REGISTRY")}
+    names = ("HTTP", "KAFKA", "REDIS", "POSTGRES", "REGISTRY")
+    ports = {name: str(port) for name, port in zip(names, free_ports(len(names)), strict=True)}
     env.update({f"RACEWIRE_{name}_PORT": port for name, port in ports.items()})
     env["RACEWIRE_DATA_DIR"] = str(tmp / "data")
     env.update(extra)

@@ -100,7 +100,8 @@ def build(args: argparse.Namespace) -> Any:
         started = time.perf_counter()
         warm_up()
         log.info("strategy ready: %s", {"models": models().version, "seconds": round(time.perf_counter() - started, 1)})
-    source = make_source(s.kafka_bootstrap, recovery_hint=f"--recovery-dir {args.recovery_dir}")
+    source = make_source(s.kafka_bootstrap, recovery_hint=f"--recovery-dir {args.recovery_dir}",
+                         fetch_wait_ms=s.kafka_fetch_wait_ms)
     return build_race_flow(source, sinks, codec_factory, s.leaderboard_max_rate_hz, strategy=strategy)
 
 

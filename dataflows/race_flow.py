@@ -25,6 +25,7 @@ from bytewax.outputs import Sink
 from dataflows import metrics
 from dataflows.commentary import commentary_for
 from dataflows.connectors.kafka import CodecFactory, Decoder, Encoder, RaceChunk, Rejected, dead_letter, is_lap
+from dataflows.connectors.kafka_sink import for_output
 from dataflows.connectors.kafka_source import as_ref
 from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
 from dataflows.metrics import ACCOUNT
@@ -38,8 +39,10 @@ from schemas.model import Commentary, Leaderboard, RaceEvent, Recommendation, St
 
 @dataclass(frozen=True)
 class RaceSinks:
-    """Where the race flow writes. ``kafka`` gets encoded messages for every output topic
-    (dead letters included); ``redis`` gets :class:`BoardUpdate` and :class:`RaceEvent`."""
+    """Where the race flow writes. ``kafka`` gets ``(OUTPUT_PART, message)`` pairs, encoded
+    messages for every output topic (dead letters included; see
+    :class:`~dataflows.connectors.kafka_sink.KafkaOutputSink`); ``redis`` gets
+    :class:`BoardUpdate` and :class:`RaceEvent`."""
 
     kafka: Sink[Any] | None = None
     redis: Sink[Any] | None = None
@@ -180,7 +183,7 @@ def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecF
     if sinks.kafka is not None:
         records = op.map("to-records", op.filter("kafka-records", outputs, _for_kafka), _to_kafka_object)
         encoded = op.map("encode", records, Encoder(codec_factory))
-        op.output("kafka-output", encoded, sinks.kafka)
+        op.output("kafka-output", op.map("route-kafka-output", encoded, for_output), sinks.kafka)
     if sinks.redis is not None:
         op.output("redis-output", op.filter("for-redis", outputs, _for_redis), sinks.redis)
     if sinks.pg is not None:

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         4.0, gt=0, description="most telemetry-driven leaderboard snapshots per second per race"
     )
     input_partitions: int = Field(8, ge=1, description="partitions of the input topics when created")
+    kafka_fetch_wait_ms: int = Field(
+        50, ge=1, le=10_000,
+        description="longest the broker holds an empty fetch of the flow's input (fetch.wait.max.ms); the embedded "
+                    "broker answers late by about a quarter of it and needs ~50 ms to search long partitions; "
+                    "a Kafka cluster answers at once: 500 costs it nothing")
     flow_metrics_port: int | None = Field(
         None, ge=1, le=65535,
         description="serve the dataflow's Prometheus metrics on this port (per process: port + process index)")

@@ -9,8 +9,14 @@ messages/s, and an idle system kept busy by dozens of consumers polling the brok
 - **one consumer per worker** reads every partition the worker owns (one fetch request per
   broker for all of them). The first partition built on a worker is its *reader*: it consumes
   for all; the others only report their positions. When nothing arrives the reader waits inside
-  librdkafka (at most :data:`IDLE_WAIT_S`), which wakes the moment a record lands: an idle flow
-  costs next to nothing and a record is picked up at once.
+  librdkafka (at most :data:`IDLE_WAIT_S`), which wakes the moment a record lands.
+- **a quiet input costs next to nothing.** While records flow, the consumer fetches with a short
+  wait (low latency; a broker that answers long polls by polling its storage, as the embedded
+  one does, pays for every fetch). After :data:`IDLE_AFTER_S` without a record the reader
+  *pauses* its partitions (no fetch requests at all) and asks the broker only for the partitions'
+  ends, in one request every :data:`PROBE_EVERY_S`; as soon as an end moves past the position
+  read, it resumes fetching. The first record after a quiet spell is picked up within that
+  interval, every later one at once.
 - the decoder reads the ``confluent_kafka.Message`` directly, in the same step, and keeps only a
   small picklable :class:`MessageRef` for records that may still be rejected later.
 - **recovery state is bound to the data it was taken from**: each partition's state is
@@ -44,7 +50,7 @@ from confluent_kafka import (
     TopicCollection,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from dataflows.metrics import ACCOUNT, INPUT_RESETS, RECORDS_IN
 
@@ -52,6 +58,10 @@ log = logging.getLogger("racewire.flow.source")
 
 #: the longest a reader waits inside librdkafka for a record when the last read found none
 IDLE_WAIT_S = 0.02
+#: a reader that found no record for this long pauses fetching (see the module docstring)
+IDLE_AFTER_S = 5.0
+#: how often a paused reader asks for the partitions' ends (the most a record after a quiet spell waits)
+PROBE_EVERY_S = 0.25
 #: how often the topic ids are checked while the flow runs (and lag reported)
 CHECK_EVERY_S = 5.0
 #: how soon to look again while the broker cannot be reached to check the topics
@@ -158,6 +168,9 @@ class _Reader:
         self.ids: dict[str, str | None] = {}
         self.leader: _Partition | None = None
         self.idle = False
+        self.paused = False  # quiet input: no fetching, only the partitions' ends are asked for
+        self.last_record = time.monotonic()
+        self.ends: dict[tuple[str, int], int] = {}  # partition ends seen by the last probe
         self.check_due = time.monotonic() + CHECK_EVERY_S
         self.suspect: str | None = None  # why the topics must be checked before reading on
         self.report_due = 0.0
@@ -206,7 +219,19 @@ class _Reader:
         if (self.suspect is not None or now >= self.check_due) and not self._check(now):
             self.idle = True
             return []
-        msgs = self.consumer.consume(self.batch_size, IDLE_WAIT_S if self.idle else 0)
+        if self.paused and not self._probe():
+            # nothing new: wait inside librdkafka (errors still surface) until the next probe
+            self._consume_errors(PROBE_EVERY_S)
+            if now >= self.report_due:
+                self._report(now)
+            return []
+        if self.idle:
+            # consume() would wait out its whole timeout unless a full batch came: poll() returns
+            # with the first record, the rest of what is there follows at once
+            first = self.consumer.poll(IDLE_WAIT_S)
+            msgs = [] if first is None else [first, *self.consumer.consume(self.batch_size - 1, 0)]
+        else:
+            msgs = self.consumer.consume(self.batch_size, 0)
         out: list[Any] = []
         counts: dict[str, int] = {}
         positions = self.positions
@@ -226,9 +251,53 @@ class _Reader:
         for topic, n in counts.items():
             RECORDS_IN.labels(topic).inc(n)
         self.idle = not out
+        if out:
+            self.last_record = now
+        elif now - self.last_record >= IDLE_AFTER_S and self.suspect is None:
+            self._pause()
         if now >= self.report_due:
             self._report(now)
         return out
+
+    def _partitions(self) -> list[TopicPartition]:
+        return [TopicPartition(topic, partition) for topic, partition in self.positions]
+
+    def _pause(self) -> None:
+        self.consumer.pause(self._partitions())
+        self.paused = True
+        log.debug("input quiet for %.0f s: fetching paused, asking for the partitions' ends every %.2f s",
+                  IDLE_AFTER_S, PROBE_EVERY_S)
+
+    def _resume(self) -> None:
+        self.consumer.resume(self._partitions())
+        self.paused = False
+        self.last_record = time.monotonic()
+
+    def _probe(self) -> bool:
+        """Ask for every partition's end; resume fetching (True) once one moved past what was read."""
+        try:
+            futures = self.admin.list_offsets({tp: OffsetSpec.latest() for tp in self._partitions()},
+                                              request_timeout=2.0)
+            ends = {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+        except KafkaException as exc:
+            self.suspect = self.suspect or f"asking for the partitions' ends failed: {exc}"
+            self._resume()  # the check reads on from the positions once the broker answers
+            return True
+        self.ends = ends
+        if any(ends[key] < offset for key, offset in self.positions.items()):
+            self.suspect = self.suspect or "a partition ends before the position read: the broker lost records"
+            self._resume()
+            return True
+        if any(ends[key] > offset for key, offset in self.positions.items()):
+            self._resume()
+            return True
+        return False
+
+    def _consume_errors(self, timeout: float) -> None:
+        for msg in self.consumer.consume(self.batch_size, timeout):  # paused: errors only
+            err = msg.error()
+            if err is not None:
+                self._on_error(err, msg)
 
     def _on_error(self, err: KafkaError, msg: Any) -> None:
         code = err.code()
@@ -290,10 +359,13 @@ class _Reader:
     def _report(self, now: float) -> None:
         self.report_due = now + REPORT_EVERY_S
         for (topic, partition), offset in self.positions.items():
-            try:
-                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-            except KafkaException:
-                high = None
+            if self.paused:  # not fetching: the cached watermarks are stale, the probe's ends are not
+                high = self.ends.get((topic, partition))
+            else:
+                try:
+                    _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+                except KafkaException:
+                    high = None
             ACCOUNT.partition(f"{topic}/{partition}", offset, high)
 
     def close(self) -> None:

@@ -277,13 +277,9 @@ def test_ingest_answers_503_with_retry_after_when_its_spool_is_full(
 
 def _output_sink(bootstrap: str, data_dir: Path) -> Any:
     """The flow's Kafka output sink, as `racewire flow race` builds it."""
-    try:
-        from dataflows.connectors.kafka_sink import KafkaOutputSink
-        from dataflows.connectors.producer import ProducerOptions
-    except ImportError:  # the sink before issue 11
-        from bytewax.connectors.kafka import KafkaSink
+    from dataflows.connectors.kafka_sink import KafkaOutputSink
+    from dataflows.connectors.producer import ProducerOptions
 
-        return KafkaSink(bootstrap.split(","), topic=None, add_config={"linger.ms": "2", "enable.idempotence": "true"})
     return KafkaOutputSink(bootstrap, ProducerOptions(spool_dir=data_dir / "spool", partitions=PARTITIONS))
 
 
@@ -308,7 +304,10 @@ def test_the_flows_kafka_sink_carries_on_across_a_broker_restart(broker: Broker,
                 time.sleep(0.01)
 
     flow = Dataflow("sink-restart")
-    op.output("out", op.input("in", flow, TestingSource(items())), _output_sink(broker.bootstrap, tmp_path))
+    from dataflows.connectors.kafka_sink import for_output
+
+    messages = op.map("route", op.input("in", flow, TestingSource(items())), for_output)
+    op.output("out", messages, _output_sink(broker.bootstrap, tmp_path))
     errors: list[BaseException] = []
 
     def run() -> None:

@@ -131,6 +131,50 @@ def test_a_partition_of_50000_single_record_batches_is_read_completely(broker: B
     assert [m.offset() for m in got] == list(range(n))
 
 
+def test_a_quiet_input_stops_fetching_and_a_new_record_is_read_within_a_probe(
+        broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 1's other half: an idle flow kept the broker busy with fetches. After
+    IDLE_AFTER_S without a record the reader pauses (no fetch requests), and resumes as soon as
+    the partitions' ends move."""
+    import json
+
+    from dataflows.connectors import kafka_source
+
+    monkeypatch.setattr(kafka_source, "IDLE_AFTER_S", 0.5)
+    fetches: list[int] = []
+
+    def stats(raw: str) -> None:
+        brokers = json.loads(raw)["brokers"].values()
+        fetches.append(sum(b["req"].get("Fetch", 0) for b in brokers))
+
+    source = RawKafkaSource([broker.bootstrap], [TOPIC], recovery_hint="--recovery-dir TEST",
+                            add_config={**CONSUMER_TUNING, "statistics.interval.ms": "200", "stats_cb": stats})
+    part = source.build_part("input", f"0-{TOPIC}", None)
+    broker.produce([b"first"])
+    assert [m.value() for m in read(part, 1)] == [b"first"]
+    reader = part._reader
+    deadline = time.monotonic() + 10
+    while not reader.paused and time.monotonic() < deadline:
+        assert part.next_batch() == []
+    assert reader.paused
+    part.next_batch()
+    before = fetches[-1]
+    began = time.monotonic()
+    while time.monotonic() - began < 2:
+        assert part.next_batch() == []
+    assert fetches[-1] - before <= 1, f"{fetches[-1] - before} fetch requests in 2 s while paused"
+
+    broker.produce([b"second"])
+    sent = time.monotonic()
+    got = read(part, 1, timeout=5)
+    waited = time.monotonic() - sent
+    assert [m.value() for m in got] == [b"second"]
+    assert waited < 1.0, f"the first record after a quiet spell took {waited:.2f} s"
+    assert not reader.paused
+    assert part.snapshot()[1] == 2
+    part.close()
+
+
 def test_the_flow_cli_finds_a_refusal_behind_bytewaxs_wrapping() -> None:
     inner = RecoveryMismatch("recovery state for t/0 was taken from another copy of the topic")
     try:

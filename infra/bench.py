@@ -211,6 +211,7 @@ def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None],
     """Run the race flow over the produced races until Redis reflects every input record."""
     from dataflows.cli import flow_process
     from dataflows.connectors.redis_sink import STRATEGY_KEY, VERSION_KEY
+    from dataflows.race.state import applied_of
 
     spawn = time.perf_counter()
     with flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], workers,
@@ -224,7 +225,7 @@ def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None],
             now = time.perf_counter()
             if first is None and any(v is not None for v in versions):
                 first = now
-            if all(v is not None and int(v) >= (expected[r] or 1 << 62)
+            if all(v is not None and applied_of(int(v)) >= (expected[r] or 1 << 62)
                    for r, v in zip(expected, versions, strict=True)):
                 done_at = now
                 break

@@ -100,6 +100,7 @@ def _wait_flow_started(lines: list[str], timeout: float) -> None:
 def _run_race(env: dict[str, str], laps: int, timeout: float) -> None:
     import redis
 
+    from dataflows.race.state import applied_of
     from simulator.race import RaceSimulator
 
     race_id = "idle-1"
@@ -116,7 +117,7 @@ def _run_race(env: dict[str, str], laps: int, timeout: float) -> None:
             raw = client.get(f"race:{race_id}:state")
             if raw is not None:
                 state = json.loads(raw)
-                if state.get("final") and state.get("version", 0) >= records:
+                if state.get("final") and applied_of(state.get("version", 0)) >= records:
                     return
             time.sleep(0.5)
     finally:

@@ -43,7 +43,8 @@ STATUS_KEY = "racewire:flow:status:{}"
 STATUS_EVERY_S = 2.0
 STATUS_TTL_S = 15
 
-RECORDS_IN = Counter("racewire_flow_records_in_total", "Input records read, by topic", ["topic"])
+RECORDS_IN = Counter("racewire_flow_records_in_total", "Input records read (offsets the consumer moved past), by topic",
+                     ["topic"])
 RECORDS_OUT = Counter("racewire_flow_records_out_total", "Output records produced, by topic", ["topic"])
 DEAD_LETTERS = Counter("racewire_flow_dead_letters_total", "Input records rejected to the dead-letter topic",
                        ["reason"])

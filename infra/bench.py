@@ -6,7 +6,9 @@ max speed, then measures in the same run:
 - ``ceiling_events_per_s``: a plain consumer reading every input message and Avro-decoding it;
 - ``events_per_s``: the race dataflow (``--workers`` processes) from its first output to the
   moment every race's state in Redis reflects every input record (the state version counts the
-  input records applied), i.e. end to end, input topic → Redis.
+  input records applied), i.e. end to end, input topic → Redis; ``flow_cpu_s``: the CPU seconds the
+  flow process spent over the same interval (steadier than wall time on a shared machine: compare
+  two builds by it as well).
 
 With no ``RACEWIRE_KAFKA_BOOTSTRAP`` it starts an embedded broker of its own (so the topics
 hold only this run's races); Redis is ``RACEWIRE_REDIS_URL``, a local one on 6379, or embedded.
@@ -191,7 +193,9 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
                 done[on].append(_run_flow(svc, client, expected, workers, on, timeout))
         runs = {}
         for on, results in done.items():
-            run = {k: statistics.median(r[k] for r in results) for k in ("seconds", "startup_s", "peak_rss_mb")}
+            run = {k: statistics.median(r[k] for r in results)
+                   for k in ("seconds", "startup_s", "peak_rss_mb", "flow_cpu_s")}
+            run["flow_cpu_runs_s"] = [r["flow_cpu_s"] for r in results]
             if on:
                 run["calls_last_lap"] = min(r["calls_last_lap"] for r in results)
             run["runs_s"] = [r["seconds"] for r in results]
@@ -219,15 +223,18 @@ def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None],
         ps = psutil.Process(proc.pid)
         first: float | None = None
         done_at: float | None = None
+        cpu_first = cpu_s = 0.0
         keys = [VERSION_KEY.format(r) for r in expected]
         while time.perf_counter() - spawn < timeout:
             versions = client.mget(keys)
             now = time.perf_counter()
             if first is None and any(v is not None for v in versions):
                 first = now
+                cpu_first = sum(ps.cpu_times()[:2])
             if all(v is not None and applied_of(int(v)) >= (expected[r] or 1 << 62)
                    for r, v in zip(expected, versions, strict=True)):
                 done_at = now
+                cpu_s = sum(ps.cpu_times()[:2]) - cpu_first
                 break
             if proc.poll() is not None:
                 raise RuntimeError(f"dataflow exited with code {proc.returncode}")
@@ -236,7 +243,7 @@ def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None],
         if done_at is None or first is None:
             raise RuntimeError(f"the dataflow did not finish {len(expected)} races within {timeout} s")
         out: dict[str, Any] = {"seconds": round(done_at - first, 3), "startup_s": round(first - spawn, 3),
-                               "peak_rss_mb": peak}
+                               "peak_rss_mb": peak, "flow_cpu_s": round(cpu_s, 2)}
         if strategy:  # every race has calls up to its last lap but one (the last call is after lap N-1)
             time.sleep(0.5)
             last = []

@@ -98,7 +98,6 @@ class Decoder:
         append = out.append
         chunks: dict[str, RaceChunk] = {}
         decode = codec.decode_record
-        read: dict[str, int] = {}
         for raw in batch:
             err = raw.error()
             if err is not None:
@@ -115,12 +114,9 @@ class Decoder:
                 append(Rejected(str(exc), exc.error_type, self.step, as_ref(raw)))
                 continue
             topic = raw.topic()
-            race_id = getattr(record, "race_id", None)
-            if race_id is not None:
-                read[race_id] = read.get(race_id, 0) + 1
             if topic != record.TOPIC:
-                append(Rejected(
-                    f"record of {record.TOPIC} published on {topic}", "INVALID", self.step, as_ref(raw), race_id))
+                append(Rejected(f"record of {record.TOPIC} published on {topic}", "INVALID", self.step,
+                                as_ref(raw), getattr(record, "race_id", None)))
                 continue
             why = validate(record)
             if why is not None:
@@ -134,11 +130,20 @@ class Decoder:
                 chunk = chunks[record.race_id] = RaceChunk()
                 append((record.race_id, chunk))
             chunk.append((record, raw))
-        for race_id, n in read.items():
-            metrics.ACCOUNT.count(race_id, "read", n)
+        # records read per race (decoded, whatever became of them), counted per output item
+        read: dict[str, int] = {}
         for item in out:
             if isinstance(item, Rejected):
                 metrics.rejected(item.race_id, item.error_type)
+                if item.race_id is not None:
+                    read[item.race_id] = read.get(item.race_id, 0) + 1
+            elif type(item[1]) is RaceChunk:
+                read[item[0]] = read.get(item[0], 0) + len(item[1])
+            else:  # a lap, keyed by race:driver
+                race_id = item[1][0].race_id
+                read[race_id] = read.get(race_id, 0) + 1
+        for race_id, n in read.items():
+            metrics.ACCOUNT.count(race_id, "read", n)
         return out
 
 

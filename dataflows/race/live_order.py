@@ -65,10 +65,23 @@ class LiveOrder:
         """A telemetry sample; returns True when the order changed."""
         if car in self.frozen or car not in self.progress:
             return False
-        self.progress[car] = progress
-        if car in self.out:
+        prog = self.progress
+        prog[car] = progress
+        out = self.out
+        if car in out:
             return False  # a retired car's last position is kept, but it no longer moves in the order
-        return self._bubble(car, self.hysteresis)
+        # the common case, inline (once per telemetry sample): clear of neither neighbour
+        order, margin = self.order, self.hysteresis
+        i = order.index(car)
+        if i > 0:
+            ahead = order[i - 1]
+            if ahead in out or progress > prog[ahead] + margin:
+                return self._bubble(car, margin)
+        if i < len(order) - 1:
+            behind = order[i + 1]
+            if behind not in out and prog[behind] > progress + margin:
+                return self._bubble(car, margin)
+        return False
 
     def sync(self, car: int, progress: float) -> bool:
         """A lap completion (exact): no hysteresis."""

@@ -13,7 +13,7 @@ stays pure and testable.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from dataflows.race.driver import DriverUpdate, Rejection
@@ -89,7 +89,8 @@ class RaceProcessor:
     state: RaceState | None = None
     pending: list[tuple[Any, Any]] = field(default_factory=list)
     throttle: Throttle = field(init=False)
-    #: turns a message reference into one that may be kept (pickled) while records wait
+    #: turns a message reference into one that may be pickled: applied to the records held in
+    #: :attr:`pending` only when the processor is pickled (a snapshot), not to each record held
     keep_ref: Any = field(default=None, repr=False)
     #: strategy calls at the end of every lap (None: no calls)
     strategist: Strategist | None = None
@@ -98,6 +99,15 @@ class RaceProcessor:
 
     def __post_init__(self) -> None:
         self.throttle = Throttle(1.0 / self.max_rate_hz)
+
+    def __getstate__(self) -> list[Any]:
+        keep = self.keep_ref
+        return [[(record, keep(ref)) for record, ref in self.pending] if f.name == "pending" and keep is not None
+                else getattr(self, f.name) for f in fields(self)]
+
+    def __setstate__(self, state: list[Any]) -> None:
+        for f, value in zip(fields(self), state, strict=True):
+            object.__setattr__(self, f.name, value)
 
     def on_batch(self, items: Iterable[tuple[Any, Any]], now_s: float) -> list[Output]:
         """Apply ``(record, ref)`` pairs; returns events, rejections and at most one snapshot.
@@ -114,7 +124,7 @@ class RaceProcessor:
                     held, self.pending = self.pending, []
                     out.extend(self.on_batch(held, now_s))
                 elif len(self.pending) < MAX_PENDING:
-                    self.pending.append((record, ref if self.keep_ref is None else self.keep_ref(ref)))
+                    self.pending.append((record, ref))
                 else:
                     out.append(Rejected(Rejection(
                         f"no f1.race.session record for race {self.race_id} after "

@@ -247,6 +247,31 @@ def test_records_before_the_session_wait_for_it() -> None:
     assert any(isinstance(o, Leaderboard) for o in out)
 
 
+def test_records_held_for_the_session_keep_their_references_and_pickle_them_kept() -> None:
+    import pickle
+
+    from dataflows.race.processor import RaceProcessor
+
+    class Unpicklable:  # like a broker message: only the processor's keep_ref makes it picklable
+        def __reduce__(self) -> str:
+            raise TypeError("not picklable")
+
+    raw = Unpicklable()
+    proc = RaceProcessor("r", keep_ref=_kept)
+    lap = DriverState().update(Lap("r:lap:1:1", "r", 1, 1, 90_000, 90_000))
+    proc.on_batch([(lap, raw)], 0.0)
+    assert proc.pending[0][1] is raw  # held as it came: nothing converted per record
+    # a snapshot pickles the processor: keep_ref turns what it holds into something picklable
+    copy = pickle.loads(pickle.dumps(proc))
+    assert copy.pending == [(lap, "kept")] and copy.race_id == "r" and copy.throttle == proc.throttle
+    out = copy.on_batch([(Race(cars=1).session, None)], 1.0)
+    assert copy.state is not None and copy.state.timing.cars[1].laps == 1 and out
+
+
+def _kept(ref: object) -> str:
+    return "kept"
+
+
 def test_flag_state_and_lap_counter() -> None:
     r = Race(cars=2, laps=10)
     r.control(100, ControlKind.TRACK_STATUS, TrackStatus.SC)

@@ -26,9 +26,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 if TYPE_CHECKING:
+    import numpy as np
     import polars as pl
 
 #: fuel at the start of a race (kg): the maximum allowed, burnt evenly over the distance
@@ -54,6 +53,8 @@ def fuel_corrected(lap_time_s: float, lap: int, total_laps: int) -> float:
 
 def fuel_s_array(lap: np.ndarray, total_laps: np.ndarray) -> np.ndarray:
     """:func:`fuel_s` for arrays (float64; ``total_laps`` at least 1)."""
+    import numpy as np
+
     total = np.maximum(np.asarray(total_laps, dtype=np.float64), 1.0)
     return FUEL_S_PER_KG * START_FUEL_KG / total * np.maximum(total - np.asarray(lap, dtype=np.float64) + 1.0, 0.0)
 

@@ -2,13 +2,13 @@
 then time the history API.
 
 1. **Load**: every lap table (each Grand Prix season and each sprint season, every round in them)
-   is turned into a race by :func:`simulator.replay.build_race` and written through
-   :class:`~dataflows.connectors.pg_sink.PgWriter`, one race (session, laps and towers) per
-   batch. ``rows_per_s`` = laps stored / seconds spent writing (reading the CSVs is not counted:
-   ``parse_s``).
-2. **Standings**: the lap tables have no timing-tower snapshots, so the tower at the end of each
-   lap is derived at load (:func:`towers`) from the laps alone, as :class:`Leaderboard`
-   snapshots that PgWriter stores like the dataflow's own.
+   is turned into a race by :func:`simulator.replay.build_race`, run through the race flow's own
+   pure logic (:func:`flow_outputs`: per-driver state, race state) and written through
+   :class:`~dataflows.connectors.pg_sink.PgWriter`, one race (session, laps, lap charts, towers,
+   stints, events) per batch. ``rows_per_s`` = laps stored / seconds spent writing (reading the
+   CSVs and running the race logic are not counted: ``parse_s``, ``flow_s``).
+2. **Standings**: the towers are the flow's own (:class:`~dataflows.race.towers.Tower`, one per
+   lap), so order, gaps, statuses and pit stops follow the same rules as a live race.
 3. **Serve**: ``python -m serving.cli`` in a subprocess against that schema; one keep-alive
    client, one request at a time, times ``GET /api/races/{id}/laps?driver=N`` and
    ``GET /api/races/{id}/standings?lap=N`` for random races, drivers and laps.
@@ -74,80 +74,30 @@ def lap_tables(pool: Path) -> list[tuple[str, int, Path]]:
     return found
 
 
-def towers(race: Any) -> list[Any]:
-    """The timing tower at the end of each lap, derived from a replayed race's laps alone.
+def flow_outputs(race: Any) -> list[Any]:
+    """A replayed race through the race flow's own pure logic, in one batch (a flow catching up on
+    a backlog): what the PostgreSQL sink gets from the flow (the session, every applied lap, lap
+    charts, a tower per lap, stints, events, snapshots). Nothing here has rules of its own."""
+    from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
+    from dataflows.race.driver import DriverState, DriverUpdate
+    from dataflows.race.processor import RaceProcessor
+    from schemas.model import Lap, Leaderboard
 
-    The tower at lap N is the state when the last car that completes lap N crosses the line (as
-    :func:`~dataflows.connectors.pg_sink.standings_lap` defines it): each car's latest lap by then,
-    ordered by laps completed then crossing time; cars that took the flag are FINISHED, cars that
-    never complete lap N are RETIRED (or FINISHED when they took the flag on fewer laps). Gaps and
-    intervals are crossing-time differences on the same lap (null across a lap or for retired
-    cars; ``gap_laps``/``interval_laps`` count the laps). The last tower is ``final``.
-
-    As in the dataflow, a lap with no such moment (the last car to complete it is a lapped car
-    taking the flag, when every other car has already finished) gets no tower of its own.
-    """
-    from schemas.model import CarStatus, Leaderboard, LeaderboardRow, TrackStatus
-
-    session = race.session
-    info = {d.number: d for d in session.drivers}
-    laps = sorted(race.laps, key=lambda lap: (lap.crossing_ms, lap.driver_number))
-    if not laps:
-        return []
-    last_lap = {lap.driver_number: lap for lap in laps}  # each car's final lap
-    chequered = min(lap.crossing_ms for lap in laps if lap.lap == session.total_laps)  # the winner's flag
-    ends: dict[int, int] = {}
-    for lap in laps:
-        ends[lap.lap] = max(ends.get(lap.lap, 0), lap.crossing_ms)
-    crossings: dict[int, dict[int, int]] = {}  # driver -> lap -> crossing
-    state: dict[int, dict[str, Any]] = {}
-    boards = []
-    i = 0
-    for n, t_end in sorted(ends.items(), key=lambda kv: (kv[1], kv[0])):
-        while i < len(laps) and laps[i].crossing_ms <= t_end:
-            lap = laps[i]
-            s = state.setdefault(lap.driver_number, {"best": None, "pits": 0})
-            s.update(laps=lap.lap, crossing=lap.crossing_ms, last=lap.lap_time_ms, compound=lap.compound,
-                     tyre_age=lap.tyre_age, track=lap.track_status)
-            if lap.lap_time_ms is not None and (s["best"] is None or lap.lap_time_ms < s["best"]):
-                s["best"] = lap.lap_time_ms
-            s["pits"] += int(lap.pit_in)
-            crossings.setdefault(lap.driver_number, {})[lap.lap] = lap.crossing_ms
-            i += 1
-        order = sorted(state, key=lambda d: (-state[d]["laps"], state[d]["crossing"], d))
-        leader = order[0]
-        rows = []
-        prev: int | None = None
-        for pos, d in enumerate(order, 1):
-            s = state[d]
-            done = s["laps"]
-            if s["crossing"] >= chequered and last_lap[d].crossing_ms == s["crossing"]:
-                status = CarStatus.FINISHED
-            elif done >= n:
-                status = CarStatus.RUNNING
-            else:
-                status = CarStatus.FINISHED if last_lap[d].crossing_ms >= chequered else CarStatus.RETIRED
-            out = status == CarStatus.RETIRED
-            gap_laps = state[leader]["laps"] - done
-            lead_at = crossings[leader].get(done)
-            gap = s["crossing"] - lead_at if lead_at is not None and gap_laps == 0 and not out else None
-            ahead = crossings[prev].get(done) if prev is not None and state[prev]["laps"] == done else None
-            car = info.get(d)
-            rows.append(LeaderboardRow(
-                position=pos, driver_number=d, code=car.code if car else str(d), team=car.team if car else "",
-                team_colour=car.team_colour if car else "888888", laps=done, progress=float(done), status=status,
-                timing_position=pos, gap_ms=gap if pos > 1 else None, gap_laps=gap_laps if pos > 1 else 0,
-                interval_ms=s["crossing"] - ahead if ahead is not None and not out else None,
-                interval_laps=state[prev]["laps"] - done if prev is not None else 0,
-                last_lap_ms=s["last"], best_lap_ms=s["best"], compound=s["compound"], tyre_age=s["tyre_age"],
-                pit_count=s["pits"]))
-            prev = d
-        final = n == max(ends)
-        boards.append(Leaderboard(
-            race_id=race.race_id, version=n, ts_ms=t_end, lap=min(state[leader]["laps"], session.total_laps),
-            total_laps=session.total_laps, track_status=TrackStatus(state[leader]["track"]),
-            finished=final, final=final, rows=rows))
-    return boards
+    drivers: dict[int, DriverState] = {}
+    records: list[tuple[Any, Any]] = []
+    updates: list[DriverUpdate] = []
+    for record in race.records():
+        if isinstance(record, Lap):
+            update = drivers.setdefault(record.driver_number, DriverState()).update(record)
+            if not isinstance(update, DriverUpdate):
+                continue  # refused by the per-driver state: the flow would dead-letter it
+            updates.append(update)
+            record = update
+        records.append((record, None))
+    outputs = RaceProcessor(race.race_id).on_batch(records, 0.0)
+    name = race.session.name
+    return [SessionDoc(race.session), *updates,
+            *(BoardUpdate(o, {}, name) if isinstance(o, Leaderboard) else o for o in outputs)]
 
 
 def load_pool(pool: Path) -> tuple[list[Any], list[str]]:
@@ -228,7 +178,7 @@ def bench_history(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
     import psycopg
 
-    from dataflows.connectors.pg_sink import PgWriter, standings_lap
+    from dataflows.connectors.pg_sink import PgWriter
     from dataflows.race.towers import Tower
     from infra.migrate import migrate
     from serving.bench import serving_process
@@ -251,18 +201,18 @@ def bench_history(args: argparse.Namespace) -> dict[str, Any]:
         writer = PgWriter(url)
         rows = towers_n = 0
         tower_laps: dict[str, list[int]] = {}
-        write_s = 0.0
+        write_s = flow_s = 0.0
         try:
             for race in races:
-                boards = towers(race)
-                laps_of = [(n, b) for b in boards if (n := standings_lap(b)) is not None]
-                tower_laps[race.race_id] = sorted({n for n, _b in laps_of})
                 t = time.perf_counter()
-                writer.write([race.session, *race.laps, *boards,
-                              *(Tower(b.race_id, n, b.version, b.ts_ms, b.track_status, b.rows) for n, b in laps_of)])
+                items = flow_outputs(race)
+                flow_s += time.perf_counter() - t
+                tower_laps[race.race_id] = sorted({o.lap for o in items if isinstance(o, Tower)})
+                t = time.perf_counter()
+                writer.write(items)
                 write_s += time.perf_counter() - t
                 rows += len(race.laps)
-                towers_n += len(boards)
+                towers_n += len(tower_laps[race.race_id])
         finally:
             writer.close()
         with psycopg.connect(url, autocommit=True) as conn:
@@ -287,7 +237,7 @@ def bench_history(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "history", "races": len(races), "skipped_races": len(skipped),
         "rows": rows, "rows_stored": stored[0] if stored else None, "rows_per_s": round(rows / write_s),
-        "write_s": round(write_s, 2), "parse_s": round(parse_s, 2),
+        "write_s": round(write_s, 2), "parse_s": round(parse_s, 2), "flow_s": round(flow_s, 2),
         "standings": stored_towers[0] if stored_towers else None,
         "requests": args.requests,
         "driver_laps_p50_ms": _percentile(driver_ms, 50), "driver_laps_p99_ms": _percentile(driver_ms, 99),

@@ -112,6 +112,9 @@ class Lap:
     deleted: bool
     personal_best: bool | None
     stint: int | None
+    representative: bool = strawberry.field(
+        description="the lap shows the car's pace (not lap 1, a lap time, green all lap, no pit): the rule "
+                    "stints and strategy calls use")
 
 
 @strawberry.type

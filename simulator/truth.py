@@ -34,8 +34,9 @@ the live pipeline's results against it. Every definition follows ``DESIGN.md`` (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
+
+from strategy.pitstops import stop_laps
 
 NEUTRALISED = frozenset({"SC", "VSC", "VSC_ENDING", "RED"})
 STATUS_FINISHED = "Finished"
@@ -257,10 +258,10 @@ def _overtakes(log: RaceLog) -> list[dict[str, Any]]:
 
 
 def _pit_stops(log: RaceLog) -> list[dict[str, Any]]:
+    """Every stop as :mod:`strategy.pitstops` defines it (a red-flag stay in the pit lane is none)."""
     stops = [
-        {"driver_number": car.number, "code": car.code, "lap": x.lap}
+        {"driver_number": car.number, "code": car.code, "lap": lap}
         for car in log.cars
-        for x, nxt in pairwise(car.crossings)
-        if x.pit_in and nxt.pit_out
+        for lap in stop_laps((x.lap, x.pit_in, x.pit_out, x.track_status) for x in car.crossings)
     ]
     return sorted(stops, key=lambda s: (s["lap"], s["driver_number"]))

@@ -12,8 +12,9 @@ ends. Two paths build contexts, and one function turns them into the model's mat
 
 Definitions (used everywhere, including ``racewire evaluate``):
 
-- **green lap**: ``TrackStatus`` exactly ``"1"`` (``"GREEN"`` live), a lap time, neither an in-lap
-  (``PitInTime``) nor an out-lap (``PitOutTime``), and not lap 1 (a standing start).
+- **green lap**: a *representative* lap as :mod:`strategy.representative` defines it (``TrackStatus``
+  exactly ``"1"``, ``"GREEN"`` live, a lap time, neither in- nor out-lap, not lap 1); the model
+  was trained on these laps, and every live user of the rule imports the same module.
 - **recent pace**: the median of the car's previous (up to) three green laps in the current stint;
   the lap-time model predicts a correction to it (the baseline of ``racewire evaluate``).
 - **driver / team / field pace**: median of the green laps completed, in this race, before the lap
@@ -22,9 +23,8 @@ Definitions (used everywhere, including ``racewire evaluate``):
 - **position / gap ahead**: the car's rank among the cars that completed the previous lap, by the
   time they crossed the line (session ``Time``), and the time since the car ranked just ahead
   crossed the line on that lap (the interval; ``None`` for the leader). Traffic.
-- **fuel**: 110 kg at the start, burnt evenly over the race distance, 0.03 s per kg:
-  :func:`fuel_s_per_lap` is the lap time gained per lap; ``fuel_s`` is the time cost of the fuel
-  on board when the lap starts.
+- **fuel**: :mod:`strategy.fuel` (110 kg at the start, burnt evenly over the race distance,
+  0.03 s per kg): ``fuel_s`` is the time cost of the fuel on board when the lap starts.
 """
 
 from __future__ import annotations
@@ -39,8 +39,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-START_FUEL_KG = 110.0
-FUEL_S_PER_KG = 0.03
+from strategy import representative
+from strategy.fuel import FUEL_S_PER_KG, START_FUEL_KG, fuel_s, fuel_s_array, fuel_s_per_lap
+from strategy.representative import is_green_status
+from strategy.representative import is_representative as is_green_lap
+
+__all__ = ["FUEL_S_PER_KG", "START_FUEL_KG", "fuel_s", "fuel_s_per_lap", "is_green_lap", "is_green_status"]
+
 GAP_CAP_S = 60.0
 
 COMPOUNDS = ("SOFT", "MEDIUM", "HARD", "INTERMEDIATE", "WET")
@@ -90,16 +95,6 @@ FEATURES: tuple[str, ...] = (
 )
 CATEGORICAL: tuple[str, ...] = ("circuit", "compound")
 _IDX = {name: i for i, name in enumerate(FEATURES)}
-
-
-def fuel_s_per_lap(total_laps: int) -> float:
-    """Lap time gained per lap from burning fuel: 0.03 s/kg x 110 kg / race distance (laps)."""
-    return FUEL_S_PER_KG * START_FUEL_KG / max(int(total_laps), 1)
-
-
-def fuel_s(lap: int, total_laps: int) -> float:
-    """Time cost (s) of the fuel on board when lap ``lap`` starts."""
-    return fuel_s_per_lap(total_laps) * max(total_laps - lap + 1, 0)
 
 
 def compound_name(compound: str | None) -> str:
@@ -162,23 +157,6 @@ def status_code_expr(col: str) -> pl.Expr:
         .then(STATUS_YELLOW)
         .otherwise(STATUS_GREEN)
         .cast(pl.Int8)
-    )
-
-
-def is_green_status(status: str | None) -> bool:
-    """Exactly green for the whole lap (``"1"`` or ``"GREEN"``)."""
-    return status is not None and status.strip().upper() in ("1", "GREEN")
-
-
-def is_green_lap(lap: int, lap_time_s: float | None, status: str | None, pit_in: bool, pit_out: bool) -> bool:
-    """The module's definition of a green lap (see the module doc)."""
-    return (
-        lap > 1
-        and lap_time_s is not None
-        and not math.isnan(lap_time_s)
-        and is_green_status(status)
-        and not pit_in
-        and not pit_out
     )
 
 
@@ -258,7 +236,7 @@ def derive(base: Mapping[str, np.ndarray], circuit_codes: np.ndarray) -> np.ndar
     x[:, _IDX["lap"]] = lap
     x[:, _IDX["total_laps"]] = total
     x[:, _IDX["race_progress"]] = (lap - 1.0) / total
-    x[:, _IDX["fuel_s"]] = FUEL_S_PER_KG * START_FUEL_KG / total * np.maximum(total - lap + 1.0, 0.0)
+    x[:, _IDX["fuel_s"]] = fuel_s_array(lap, total)
     x[:, _IDX["tyre_age"]] = base["tyre_age"]
     x[:, _IDX["stint_lap"]] = base["stint_lap"]
     x[:, _IDX["track_status"]] = base["track_status"]
@@ -315,14 +293,7 @@ def matrix(contexts: Sequence[LapContext], vocabulary: Mapping[str, int]) -> np.
 
 def green_expr() -> pl.Expr:
     """Polars twin of :func:`is_green_lap` on a frame from :func:`strategy.data.load_laps`."""
-    return (
-        (pl.col("LapNumber") > 1)
-        & pl.col("LapTime").is_not_null()
-        & pl.col("LapTime").is_not_nan()
-        & (pl.col("TrackStatus") == "1")
-        & pl.col("PitInTime").is_null()
-        & pl.col("PitOutTime").is_null()
-    )
+    return representative.polars_expr()
 
 
 def context_frame(laps: pl.DataFrame) -> pl.DataFrame:

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from strategy.features import LapContext, compound_name, fuel_s_per_lap
+from strategy.features import LapContext, compound_name
+from strategy.fuel import fuel_s_per_lap
 from strategy.models import StrategyModels
 from strategy.montecarlo import COMPOUNDS, FieldState, RaceModel
 

@@ -51,6 +51,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from strategy.fuel import fuel_s_per_lap
+
 COMPOUNDS: tuple[str, ...] = ("SOFT", "MEDIUM", "HARD", "INTERMEDIATE", "WET")  # index 0..4; first three dry
 DRY = 3
 MAX_STOPS = 3
@@ -167,7 +169,7 @@ class RaceModel:
     deg_quadratic_s: np.ndarray  # float64[5], per lap² (late-stint cliff)
     sc_prob: np.ndarray  # float64[total_laps], P(SC deployed during lap l), index l-1
     vsc_prob: np.ndarray  # float64[total_laps]
-    fuel_s_per_lap: float = 0.06  # each lap gets this much faster as fuel burns
+    fuel_s_per_lap: float  # each lap gets this much faster as fuel burns: strategy.fuel.fuel_s_per_lap
     pit_loss_s: float = 22.0
     pit_loss_sc_factor: float = 0.5
     pit_loss_vsc_factor: float = 0.7
@@ -222,6 +224,7 @@ class RaceModel:
             "deg_quadratic_s": np.array([0.0030, 0.0010, 0.0004, 0.0010, 0.0008]) * deg_scale,
             "sc_prob": np.clip(p * sc_per_race, 0.0, 1.0),
             "vsc_prob": np.clip(p * vsc_per_race, 0.0, 1.0),
+            "fuel_s_per_lap": fuel_s_per_lap(total_laps),
         }
         kw.update(overrides)
         return cls(**kw)

@@ -44,6 +44,7 @@ import polars as pl
 
 from strategy import circuits, data
 from strategy import features as F
+from strategy.fuel import fuel_s_expr
 
 log = logging.getLogger("racewire.strategy.train")
 
@@ -192,9 +193,7 @@ def degradation_rows(ctx: pl.DataFrame) -> pl.DataFrame:
         ctx.filter(pl.col("green") & pl.col("circuit").is_not_null())
         .with_columns(
             (
-                pl.col("LapTime")
-                - (F.FUEL_S_PER_KG * F.START_FUEL_KG / pl.col("total_laps"))
-                * (pl.col("total_laps") - pl.col("lap") + 1).clip(0)
+                pl.col("LapTime") - fuel_s_expr("lap", "total_laps")
             ).alias("y"),
         )
         .filter((pl.col("y") - pl.col("y").median().over(stint)).abs() < 2.5)

@@ -5,11 +5,13 @@ replays after a restart, duplicate deliveries and writing the same batch twice l
 exactly once):
 
 - :class:`SessionDoc` (or a bare :class:`Session`) → ``races`` (metadata) and ``drivers``.
-- :class:`DriverUpdate` (the per-driver step's output) or a bare :class:`Lap` → ``laps``; then the
-  position at the line and the gap to the first car of each lap touched are recomputed from the
-  crossing times, under a per-race transaction lock, so workers writing the same race concurrently
-  cannot leave them stale. (The position equals :class:`LapChart`'s order; charts themselves are
-  not needed here and are ignored.)
+- :class:`DriverUpdate` (the per-driver step's output) or a bare :class:`Lap` → ``laps``.
+- :class:`LapChart` (the race state's order at the line at the end of a lap) → ``lap_charts``; the
+  position at the line of each lap is its place in the chart and the gap is its crossing time
+  behind the chart's first car. Nothing is ranked again here: the order is the race state's. A
+  lap and its chart may arrive in either order (and from several workers): whenever either is
+  written, the laps of that lap number take their place from the stored chart, under a per-race
+  transaction lock, so concurrent writers cannot leave them stale.
 - :class:`RaceEvent` → ``events`` (``payload`` = the whole event as JSON).
 - :class:`Stint` → ``stints``.
 - :class:`BoardUpdate` / :class:`Leaderboard` → ``races`` status, lap and winner (newer version
@@ -17,7 +19,7 @@ exactly once):
 - :class:`~dataflows.race.towers.Tower` (the race state emits one at the end of every lap, whatever
   the batching) → ``standings``, one row per lap; a later emission of a lap (higher version) wins.
 
-Anything else (commentary, rejections, lap charts) is ignored, so the sink can take the same
+Anything else (commentary, rejections) is ignored, so the sink can take the same
 stream as the Redis sink.
 
 While PostgreSQL is unreachable a write is retried with backoff, holding the worker (see
@@ -80,17 +82,23 @@ WHERE ({", ".join(f"laps.{c}" for c in _LAP_COLUMNS[3:])})
       IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _LAP_COLUMNS[3:])})
 """
 
-# position at the line and gap to the first car, for the given laps of one race
-_RANK_LAPS = """
-UPDATE laps AS l SET position = r.position, gap_ms = r.gap_ms
-FROM (
-    SELECT driver_number, lap,
-           row_number() OVER (PARTITION BY lap ORDER BY crossing_ms, driver_number) AS position,
-           crossing_ms - min(crossing_ms) OVER (PARTITION BY lap) AS gap_ms
-    FROM laps WHERE race_id = %(race_id)s AND lap = ANY(%(laps)s)
-) AS r
-WHERE l.race_id = %(race_id)s AND l.lap = r.lap AND l.driver_number = r.driver_number
-  AND (l.position IS DISTINCT FROM r.position OR l.gap_ms IS DISTINCT FROM r.gap_ms)
+# a lap chart; a shorter one (an older emission, replayed) never replaces a longer one
+_UPSERT_CHART = """
+INSERT INTO lap_charts (race_id, lap, drivers) VALUES (%s, %s, %s)
+ON CONFLICT (race_id, lap) DO UPDATE SET drivers = EXCLUDED.drivers
+WHERE lap_charts.drivers IS DISTINCT FROM EXCLUDED.drivers
+  AND cardinality(EXCLUDED.drivers) >= cardinality(lap_charts.drivers)
+"""
+
+# position at the line and gap to the first car, for the given laps of one race, from its lap charts
+_PLACE_LAPS = """
+UPDATE laps AS l SET position = c.position, gap_ms = l.crossing_ms - lead.crossing_ms
+FROM lap_charts AS ch
+CROSS JOIN LATERAL unnest(ch.drivers) WITH ORDINALITY AS c(driver_number, position)
+LEFT JOIN laps AS lead ON lead.race_id = ch.race_id AND lead.lap = ch.lap AND lead.driver_number = ch.drivers[1]
+WHERE ch.race_id = %(race_id)s AND ch.lap = ANY(%(laps)s)
+  AND l.race_id = ch.race_id AND l.lap = ch.lap AND l.driver_number = c.driver_number
+  AND (l.position IS DISTINCT FROM c.position OR l.gap_ms IS DISTINCT FROM l.crossing_ms - lead.crossing_ms)
 """
 
 _UPSERT_EVENT = """
@@ -206,6 +214,7 @@ class PgWriter:
         stints: dict[tuple[str, int, int], Stint] = {}
         latest: dict[str, Leaderboard] = {}
         standings: dict[tuple[str, int], Tower] = {}
+        charts: dict[tuple[str, int], list[int]] = {}
         for item in items:
             if isinstance(item, DriverUpdate):
                 lap = item.lap
@@ -223,6 +232,10 @@ class PgWriter:
                 seen_stint = stints.get(key)
                 if seen_stint is None or (item.end_lap, not item.open) >= (seen_stint.end_lap, not seen_stint.open):
                     stints[key] = item
+            elif isinstance(item, LapChart):
+                seen_chart = charts.get((item.race_id, item.lap))
+                if seen_chart is None or len(item.order) >= len(seen_chart):
+                    charts[(item.race_id, item.lap)] = list(item.order)
             elif isinstance(item, Tower):
                 prev = standings.get((item.race_id, item.lap))
                 if prev is None or item.version > prev.version:
@@ -230,24 +243,28 @@ class PgWriter:
             else:
                 board = _board_of(item)
                 if board is None:
-                    continue  # commentary, lap charts, rejections: not history
+                    continue  # commentary, rejections: not history
                 seen = latest.get(board.race_id)
                 if seen is None or board.version > seen.version:
                     latest[board.race_id] = board
-        if not (sessions or laps or events or stints or latest or standings):
+        if not (sessions or laps or events or stints or latest or standings or charts):
             return
-        self.retry.call(lambda: self._store(sessions, laps, events, stints, latest, standings))
+        self.retry.call(lambda: self._store(sessions, laps, events, stints, latest, standings, charts))
 
     def _store(self, sessions: dict[str, Session], laps: dict[tuple[str, int, int], tuple[Any, ...]],
                events: dict[tuple[str, str], RaceEvent], stints: dict[tuple[str, int, int], Stint],
-               latest: dict[str, Leaderboard], standings: dict[tuple[str, int], Tower]) -> None:
+               latest: dict[str, Leaderboard], standings: dict[tuple[str, int], Tower],
+               charts: dict[tuple[str, int], list[int]]) -> None:
         """One attempt: everything in one transaction (rolled back whole if the connection breaks)."""
         if self.conn.closed or self.conn.broken:
             self.conn.close()
             self.conn = self._connect()
         with self.conn.transaction(), self.conn.cursor() as cur:
-            # one writer per race at a time for the lap ranking (sorted: no lock-order deadlocks)
-            for race_id in sorted({k[0] for k in laps}):
+            # one writer per race at a time for the places at the line (sorted: no lock-order deadlocks)
+            touched: dict[str, set[int]] = {}
+            for race_id, lap_no in [*((r, n) for r, _d, n in laps), *charts]:
+                touched.setdefault(race_id, set()).add(lap_no)
+            for race_id in sorted(touched):
                 cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("racewire:" + race_id,))
             if sessions:
                 cur.executemany(_UPSERT_RACE, [
@@ -259,11 +276,10 @@ class PgWriter:
                     for s in sessions.values() for d in s.drivers])
             if laps:
                 cur.executemany(_UPSERT_LAP, [laps[k] for k in sorted(laps)])
-                touched: dict[str, set[int]] = {}
-                for race_id, _n, lap_no in laps:
-                    touched.setdefault(race_id, set()).add(lap_no)
-                for race_id, lap_nos in sorted(touched.items()):
-                    cur.execute(_RANK_LAPS, {"race_id": race_id, "laps": sorted(lap_nos)})
+            if charts:
+                cur.executemany(_UPSERT_CHART, [(race_id, n, order) for (race_id, n), order in sorted(charts.items())])
+            for race_id, lap_nos in sorted(touched.items()):
+                cur.execute(_PLACE_LAPS, {"race_id": race_id, "laps": sorted(lap_nos)})
             if events:
                 cur.executemany(_UPSERT_EVENT, [
                     (e.race_id, e.event_id, str(e.type), e.lap, e.ts_ms, e.driver_number,
@@ -291,7 +307,7 @@ class PgWriter:
 
 _HISTORY_EVENTS = "SELECT payload FROM events WHERE race_id = %s ORDER BY ts_ms, event_id"
 _HISTORY_STINTS = "SELECT payload FROM stints WHERE race_id = %s ORDER BY driver_number, stint"
-_HISTORY_CHART = "SELECT lap, driver_number FROM laps WHERE race_id = %s ORDER BY lap, position, crossing_ms"
+_HISTORY_CHART = "SELECT lap, drivers FROM lap_charts WHERE race_id = %s ORDER BY lap"
 
 
 class HistoryReader:
@@ -307,9 +323,8 @@ class HistoryReader:
             with psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT_S) as conn:
                 events = [RaceEvent.from_dict(p) for (p,) in conn.execute(_HISTORY_EVENTS, (race_id,))]
                 stints = [Stint.from_dict(p) for (p,) in conn.execute(_HISTORY_STINTS, (race_id,))]
-                chart: dict[int, list[int]] = {}
-                for lap, number in conn.execute(_HISTORY_CHART, (race_id,)):
-                    chart.setdefault(lap, []).append(number)
+                chart: dict[int, list[int]] = {
+                    lap: list(order) for lap, order in conn.execute(_HISTORY_CHART, (race_id,))}
         except psycopg.Error as e:
             log.warning("could not read race %s from PostgreSQL to restore it in Redis (%s: %s)", race_id,
                         type(e).__name__, e, extra={"race_id": race_id})

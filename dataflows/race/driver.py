@@ -1,15 +1,17 @@
 """Per-driver state (keyed ``race_id:driver_number``): lap sequence, last/best lap, pits, tyres.
 
 A car's laps arrive in order (same key, same partition), so everything here is a function of
-that car's own lap sequence and is the same on every replay.
+that car's own lap sequence and is the same on every replay. Pit stops are counted as
+:mod:`strategy.pitstops` defines them; stint features need the race distance and are computed in
+the race state (:class:`~dataflows.race.processor.RaceProcessor`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dataflows.race.stints import StintTracker
-from schemas.model import Lap, Stint
+from schemas.model import Lap
+from strategy.pitstops import pending_in_lap, stop_completed
 
 
 @dataclass(slots=True, frozen=True)
@@ -26,8 +28,6 @@ class DriverUpdate:
     stint: int
     compound: str | None
     tyre_age: int | None
-    #: the stint closed by this lap (if it started a new one), then the current stint's features
-    stints: tuple[Stint, ...] = ()
 
     @property
     def race_id(self) -> str:
@@ -63,7 +63,6 @@ class DriverState:
     tyre_age: int | None = None
     pending_in_lap: int | None = None
     seen: set[str] = field(default_factory=set)
-    stint_tracker: StintTracker = field(default_factory=StintTracker)
 
     def update(self, lap: Lap) -> DriverUpdate | Rejection | None:
         """Apply one lap; ``None`` for an exact retry (same ``event_id``), which is harmless."""
@@ -87,25 +86,18 @@ class DriverState:
             personal_best = self.best_lap_ms is not None
             self.best_lap_ms = lap.lap_time_ms
 
-        pit_stop_lap = None
-        if lap.pit_out and self.pending_in_lap is not None:
-            # in-lap then out-lap: a stop, unless the car sat in the pit lane under a red flag
-            pit_stop_lap = self.pending_in_lap
+        # in-lap then out-lap: a stop, unless the car sat in the pit lane under a red flag
+        pit_stop_lap = stop_completed(self.pending_in_lap, lap.lap, lap.pit_out)
+        if pit_stop_lap is not None:
             self.pit_count += 1
             self.stint += 1
-        elif lap.pit_out and lap.lap == 1:
-            pass  # pit-lane start: not a stop
-        self.pending_in_lap = lap.lap if lap.pit_in and lap.track_status != "RED" else None
+        self.pending_in_lap = pending_in_lap(lap.lap, lap.pit_in, lap.track_status)
         if lap.compound is not None:
             if self.compound is not None and lap.compound != self.compound and pit_stop_lap is None:
                 # compound change without a recorded stop (feed gap): still a new stint
                 self.stint += 1
             self.compound = lap.compound
         self.tyre_age = lap.tyre_age
-        stints = self.stint_tracker.update(
-            lap.race_id, lap.driver_number, lap.lap, lap.lap_time_ms, compound=self.compound,
-            tyre_age=lap.tyre_age, stint=self.stint, pit_in=lap.pit_in, pit_out=lap.pit_out,
-            neutralised=lap.track_status.neutralised)
         return DriverUpdate(
             lap=lap,
             last_lap_ms=self.last_lap_ms,
@@ -116,5 +108,4 @@ class DriverState:
             stint=self.stint,
             compound=self.compound,
             tyre_age=self.tyre_age,
-            stints=tuple(stints),
         )

@@ -18,6 +18,7 @@ from typing import Any
 
 from dataflows.race.driver import DriverUpdate, Rejection
 from dataflows.race.state import RaceState
+from dataflows.race.stints import StintTracker
 from dataflows.race.strategist import Strategist
 from dataflows.race.towers import Tower, TowerBook
 from schemas.model import Leaderboard, RaceEvent, Recommendation, Session, Stint
@@ -96,6 +97,8 @@ class RaceProcessor:
     strategist: Strategist | None = None
     #: the timing tower at the end of every lap (see :mod:`dataflows.race.towers`)
     towers: TowerBook = field(default_factory=TowerBook)
+    #: each car's stint features (they need the race distance, which the session gives)
+    stints: dict[int, StintTracker] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.throttle = Throttle(1.0 / self.max_rate_hz)
@@ -137,9 +140,10 @@ class RaceProcessor:
                 out.extend(result)
                 if isinstance(record, DriverUpdate):
                     self.towers.observe(record)
-                    out.extend(record.stints)
+                    stints = self._stints(state, record)
+                    out.extend(stints)
                     if self.strategist is not None:
-                        self.strategist.observe(record)
+                        self.strategist.observe(record, stints[-1])
         if self.state is not None:
             out.extend(self.state.settle())
             out.extend(LapChart(self.race_id, lap, order) for lap, order in self.state.take_lap_charts().items())
@@ -149,6 +153,16 @@ class RaceProcessor:
                     out.extend(self.strategist.calls(self.state, lap))
         out.extend(self._snapshot(now_s))
         return out
+
+    def _stints(self, state: RaceState, u: DriverUpdate) -> list[Stint]:
+        """The stint this lap closed (if it started a new one), then the current stint's features."""
+        lap = u.lap
+        tracker = self.stints.get(lap.driver_number)
+        if tracker is None:
+            tracker = self.stints[lap.driver_number] = StintTracker(state.session.total_laps)
+        return tracker.update(lap.race_id, lap.driver_number, lap.lap, lap.lap_time_ms, compound=u.compound,
+                              tyre_age=lap.tyre_age, stint=u.stint, pit_in=lap.pit_in, pit_out=lap.pit_out,
+                              track_status=lap.track_status)
 
     def _snapshot(self, now_s: float) -> list[Output]:
         state = self.state

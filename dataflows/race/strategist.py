@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from dataflows.race.driver import DriverUpdate
 from schemas.model import Recommendation, Stint
+from strategy.pitstops import starts_stop
+from strategy.representative import is_representative
 
 if TYPE_CHECKING:
     from dataflows.race.state import RaceState
@@ -60,15 +62,15 @@ class Strategist:
     #: calls that fell back to the rules (for the logs and tests)
     fallbacks: int = 0
 
-    def observe(self, u: DriverUpdate) -> None:
+    def observe(self, u: DriverUpdate, features: Stint | None = None) -> None:
+        """A lap the race state applied, with the car's current stint features after it."""
         lap = u.lap
-        features = u.stints[-1] if u.stints else None
-        green = (lap.lap > 1 and lap.lap_time_ms is not None and not lap.pit_in and not lap.pit_out
-                 and str(lap.track_status) in ("GREEN", "YELLOW") and not lap.deleted)
+        # the laps the lap-time model was trained on: its live inputs are the same kind of laps
+        green = is_representative(lap.lap, lap.lap_time_ms, lap.track_status, lap.pit_in, lap.pit_out)
         self.laps.setdefault(lap.driver_number, []).append(_CarLap(
             lap.lap, None if lap.lap_time_ms is None else lap.lap_time_ms / 1000.0, green, u.stint,
             u.compound, u.tyre_age, u.pit_count, str(lap.track_status), features,
-            lap.pit_in and str(lap.track_status) != "RED"))
+            starts_stop(lap.pit_in, lap.track_status)))
 
     def situation(self, state: RaceState, lap: int) -> Situation:
         """The race at the line at the end of ``lap`` (each car's laps up to ``lap``)."""

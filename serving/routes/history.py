@@ -20,6 +20,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from psycopg.rows import dict_row
 
 from serving.deps import PG_INT_MAX, RACE_ID_PATTERN, RateLimited
+from strategy import representative
 
 router = APIRouter(tags=["history"], dependencies=[RateLimited])
 
@@ -27,8 +28,11 @@ HistRaceId = Annotated[str, Path(pattern=RACE_ID_PATTERN, description="race id")
 Limit = Annotated[int, Query(ge=1, le=5000, description="page size")]
 Cursor = Annotated[str | None, Query(pattern=r"^\d{1,6}\.\d{1,6}$", description="`next` of the previous page")]
 
-_LAP_FIELDS = """race_id, driver_number, lap, lap_time_ms, sector1_ms, sector2_ms, sector3_ms, crossing_ms,
-    position, gap_ms, compound, tyre_age, pit_in, pit_out, pit_lane_ms, track_status, deleted, personal_best, stint"""
+# ``representative``: the lap shows the car's pace (:mod:`strategy.representative`, the rule the
+# flow's stints and strategy calls use), as a condition generated from that module
+_LAP_FIELDS = f"""race_id, driver_number, lap, lap_time_ms, sector1_ms, sector2_ms, sector3_ms, crossing_ms,
+    position, gap_ms, compound, tyre_age, pit_in, pit_out, pit_lane_ms, track_status, deleted, personal_best, stint,
+    {representative.sql_condition()} AS representative"""
 
 
 class HistoryDb:
@@ -167,14 +171,12 @@ async def driver_laps(request: Request, number: Annotated[int, Path(ge=0, le=999
     return {"driver_number": number, "items": rows[:limit], "next_offset": offset + limit if more else None}
 
 
-@router.get("/races/{race_id}/stints", summary="Each driver's stints (consecutive laps on one set of tyres)")
+@router.get("/races/{race_id}/stints",
+            summary="Each driver's stints (consecutive laps on one set of tyres), as the race flow computed them")
 async def stints(request: Request, race_id: HistRaceId) -> dict[str, Any]:
+    """The flow's own stint features (``f1.driver.stints``, latest of each stint): compound, laps,
+    tyre age, median pace and fuel-corrected degradation over the stint's representative laps.
+    Nothing is recomputed here, so this answers what the live stints said."""
     rows = await get_history_db(request).fetch(
-        """SELECT driver_number, stint, min(compound) AS compound, min(lap) AS start_lap, max(lap) AS end_lap,
-                  count(*) AS length, min(tyre_age) AS tyre_age_start,
-                  (percentile_cont(0.5) WITHIN GROUP (ORDER BY lap_time_ms)
-                     FILTER (WHERE NOT pit_in AND NOT pit_out AND NOT deleted
-                             AND track_status IN ('GREEN', 'YELLOW')))::int AS median_pace_ms
-           FROM laps WHERE race_id = %(race)s AND stint IS NOT NULL
-           GROUP BY driver_number, stint ORDER BY driver_number, stint""", {"race": race_id})
-    return {"race_id": race_id, "stints": rows}
+        "SELECT payload FROM stints WHERE race_id = %(race)s ORDER BY driver_number, stint", {"race": race_id})
+    return {"race_id": race_id, "stints": [r["payload"] for r in rows]}

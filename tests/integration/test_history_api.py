@@ -9,10 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
+from dataflows.race.driver import DriverUpdate
 from dataflows.race.processor import LapChart
 from infra.settings import Settings
+from schemas.model import Stint
 from serving.app import ServingOptions, create_app
 from serving.testing import serve_in_thread
+from strategy.representative import is_representative
 
 FAST = ServingOptions(rate_limit_per_s=0, sse_ping_s=1, sse_block_ms=500, sse_linger_s=0.5)
 
@@ -66,6 +69,26 @@ def test_driver_laps_stints_and_race_list(http: httpx.Client) -> None:
 
     races = http.get("/api/history/races").json()["races"]
     assert [(r["race_id"], r["status"], r["winner"], r["winner_code"]) for r in races] == [("r", "finished", 1, "AAA")]
+
+
+def test_stints_are_the_flows_own(http: httpx.Client, stored: tuple[str, list[Any]]) -> None:
+    """The history API serves the stints the race flow computed (latest emission of each), not a
+    recomputation of its own: same pace, same representative laps, same degradation."""
+    latest: dict[tuple[int, int], Stint] = {}
+    for o in stored[1]:
+        if isinstance(o, Stint):
+            latest[(o.driver_number, o.stint)] = o
+    served = http.get("/api/races/r/stints").json()["stints"]
+    assert served == [latest[k].to_dict() for k in sorted(latest)]
+    assert any(s["median_pace_ms"] is not None for s in served)
+
+
+def test_laps_say_which_are_representative_by_the_one_rule(http: httpx.Client, stored: tuple[str, list[Any]]) -> None:
+    laps = {(u.lap.driver_number, u.lap.lap): u.lap for u in stored[1] if isinstance(u, DriverUpdate)}
+    body = http.get("/api/races/r/laps").json()["items"]
+    got = {(x["driver_number"], x["lap"]): x["representative"] for x in body}
+    want = {k: is_representative(x.lap, x.lap_time_ms, x.track_status, x.pit_in, x.pit_out) for k, x in laps.items()}
+    assert got == want and any(want.values()) and not all(want.values())
 
 
 def test_without_a_database_history_says_what_to_set(redis_url: str) -> None:

@@ -23,7 +23,7 @@ from infra.migrate import MIGRATIONS_DIR, MigrationError, load_migrations, migra
 from schemas.model import ControlKind, Leaderboard, RaceEvent
 from tests.unit.race_builder import Race
 
-TABLES = ("races", "drivers", "laps", "events", "stints", "standings")
+TABLES = ("races", "drivers", "laps", "events", "stints", "standings", "lap_charts")
 
 
 @pytest.fixture
@@ -176,13 +176,15 @@ def test_writing_a_race_twice_leaves_every_row_once(pg: str) -> None:
 
 
 def test_concurrent_writers_of_one_race_rank_every_lap(pg: str) -> None:
-    """Laps of one race written by several workers at once still get the right positions."""
+    """Laps of one race and the race state's lap charts written by several workers at once, in any
+    order, still get the right positions: the charts' order, wherever the laps arrive."""
     migrate(pg)
     race, outputs = _race()
     updates: list[DriverUpdate] = race.__dict__["updates"]
-    writers = [PgWriter(pg) for _ in updates]  # one connection per worker, one lap each
+    items: list[Any] = [*updates, *(o for o in outputs if isinstance(o, LapChart))]
+    writers = [PgWriter(pg) for _ in items]  # one connection per worker, one item each
     try:
-        threads = [threading.Thread(target=w.write, args=([u],)) for w, u in zip(writers, updates, strict=True)]
+        threads = [threading.Thread(target=w.write, args=([u],)) for w, u in zip(writers, items, strict=True)]
         for t in threads:
             t.start()
         for t in threads:
@@ -255,3 +257,31 @@ def test_every_lap_has_its_tower_whatever_the_batching(postgres_url: str) -> Non
     assert [row[0] for row in lap_by_lap] == list(range(1, laps + 1))
     assert [row[0] for row in backlog] == list(range(1, laps + 1))
     assert backlog == lap_by_lap
+
+
+def test_positions_at_the_line_are_the_race_states_not_ranked_again(pg: str) -> None:
+    """laps.position and gap_ms come from the lap charts the race state emits: laps stored without
+    a chart have no place yet, and a chart's order is taken as it is, whatever the crossing times."""
+    migrate(pg)
+    race, outputs = _race()
+    updates: list[DriverUpdate] = race.__dict__["updates"]
+    writer = PgWriter(pg)
+    try:
+        writer.write(updates)
+        with psycopg.connect(pg) as conn:
+            assert conn.execute("SELECT count(*) FROM laps WHERE position IS NOT NULL").fetchone() == (0,)
+        # an order that is not the crossing order: the chart says who was where, not SQL
+        writer.write([LapChart("r", 2, [3, 1, 2, 4])])
+        with psycopg.connect(pg) as conn:
+            assert conn.execute("SELECT driver_number, position, gap_ms FROM laps WHERE lap = 2 ORDER BY position"
+                                ).fetchall() == [(3, 1, 0), (1, 2, -400), (2, 3, 600), (4, 4, 24_600)]
+        writer.write([LapChart("r", 2, [3, 1])])  # an older, shorter emission replayed: no change
+        with psycopg.connect(pg) as conn:
+            assert conn.execute("SELECT driver_number FROM laps WHERE lap = 2 ORDER BY position").fetchall() == [
+                (3,), (1,), (2,), (4,)]
+        writer.write([o for o in outputs if isinstance(o, LapChart)])  # the flow's own (a later emission)
+    finally:
+        writer.close()
+    with psycopg.connect(pg) as conn:
+        assert conn.execute("SELECT driver_number, position, gap_ms FROM laps WHERE lap = 2 ORDER BY position"
+                            ).fetchall() == [(1, 1, 0), (3, 2, 400), (2, 3, 1000), (4, 4, 25_000)]

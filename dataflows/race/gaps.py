@@ -61,15 +61,17 @@ def loops_per_lap(track_m: float, spacing_m: float = LOOP_SPACING_M) -> int:
 class LoopTimes:
     """Passage times of one car at the loops its telemetry reached, in loop order.
 
-    Fed every sample, in the car's own sample order (:meth:`advance` only when the sample's loop
-    ``int(progress * per_lap)`` is past :attr:`reached`); a loop's time is interpolated between the
-    samples either side of it, so it depends on this car's samples alone, never on how records were
-    batched or interleaved with other cars. Loops the car was already past at its first sample have
-    no time (on the grid, or a flow that starts mid-race).
+    Fed the car's samples in its own order (:meth:`sample`, which a caller need only call once a
+    sample's progress reaches the threshold it returned last); a loop's time is interpolated between
+    the samples either side of it, so it depends on this car's samples alone, never on how records
+    were batched or interleaved with other cars. Loops the car was already past at its first sample
+    have no time (on the grid, or a flow that starts mid-race).
 
     >>> lt = LoopTimes()
-    >>> lt.advance(0, -1, 0.0, 1_000, 0.05, 10)        # first sample: a reference, no loop passed
-    >>> lt.advance(2, 1_000, 0.05, 2_000, 0.25, 10)    # loops 1 and 2 passed between the samples
+    >>> lt.sample(-1, 0.0, 1_000, 0.05, 10)             # first sample: a reference, no loop passed
+    0.0999999999
+    >>> lt.sample(1_000, 0.05, 2_000, 0.25, 10)         # loops 1 and 2 passed between the samples
+    0.2999999999
     >>> lt.start, lt.times, lt.reached
     (1, [1250, 1750], 2)
     """
@@ -80,22 +82,27 @@ class LoopTimes:
     #: the highest loop the car's telemetry has reached (-1: no sample yet)
     reached: int = -1
 
-    def advance(self, loop: int, prev_ms: int, prev_progress: float, ts_ms: int, progress: float,
-                per_lap: int) -> None:
-        """A sample at ``ts_ms`` reached loop ``loop`` (> :attr:`reached`); the car's previous sample
-        was at ``prev_ms`` (-1: none) and race progress ``prev_progress``."""
-        if prev_ms < 0 or self.reached < 0:
-            self.start, self.reached = loop + 1, loop
-            return
-        span_ms, span = ts_ms - prev_ms, progress - prev_progress
-        times, g = self.times, self.reached + 1
-        if not times:
-            self.start = g
-        # prev_progress < g / per_lap <= progress: the previous sample was on a loop <= reached
-        while g <= loop:
-            times.append(prev_ms + round((g / per_lap - prev_progress) / span * span_ms))
-            g += 1
-        self.reached = loop
+    def sample(self, prev_ms: int, prev_progress: float, ts_ms: int, progress: float, per_lap: int) -> float:
+        """A sample at ``ts_ms`` and race ``progress``; the car's previous one was at ``prev_ms``
+        (-1: none) and ``prev_progress``. Records the loops reached since, and returns the progress
+        below which the next sample cannot reach a new loop (a hair below the loop, so that
+        ``int(progress * per_lap)`` decides at the boundary)."""
+        loop = int(progress * per_lap)
+        g = self.reached + 1
+        if loop >= g:
+            if prev_ms < 0 or g == 0:
+                self.start = loop + 1  # the first sample: passages from the next loop on
+            else:
+                times = self.times
+                if not times:
+                    self.start = g
+                span_ms, span = ts_ms - prev_ms, progress - prev_progress
+                # prev_progress < g / per_lap <= progress: the previous sample was on a loop < g
+                while g <= loop:
+                    times.append(prev_ms + round((g / per_lap - prev_progress) / span * span_ms))
+                    g += 1
+            self.reached = loop
+        return (self.reached + 1 - 1e-9) / per_lap
 
     def latest(self) -> int:
         """The latest loop with a passage time (-1: none)."""
@@ -117,8 +124,9 @@ class Passages:
     #: the car's latest telemetry sample (session ms): it had not reached its next loop by then
     seen_ms: int = -1
     upto: int | None = None
-    #: the latest loop with a passage time (-1: none); computed
+    #: the latest loop with a passage time (-1: none), and that time; computed
     latest: int = field(init=False)
+    latest_ms: int | None = field(init=False)
 
     def __post_init__(self) -> None:
         line = self.laps * self.per_lap if self.laps else -1
@@ -127,6 +135,7 @@ class Passages:
         if self.upto is not None and latest > self.upto:
             latest = self.upto
         self.latest = latest
+        self.latest_ms = self.at(latest)
 
     def at(self, loop: int) -> int | None:
         """Passage time at ``loop`` (the crossing time at the line), None when unknown."""
@@ -146,11 +155,10 @@ class Passages:
 def laps_down(me: Passages, other: Passages) -> int:
     """Laps ``me`` is down on ``other``: how many times ``other`` passed the loop ``me`` passed
     last, a lap (two, …) further on, before ``me`` got there."""
-    g = me.latest
-    t = me.at(g)
-    if t is None:
+    g, t, per_lap = me.latest, me.latest_ms, me.per_lap
+    if t is None or other.latest < g + per_lap:
         return 0
-    down, per_lap = 0, me.per_lap
+    down = 0
     while True:
         u = other.at(g + (down + 1) * per_lap)
         if u is None or u > t:

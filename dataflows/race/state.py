@@ -74,6 +74,9 @@ class CarInfo:
     telemetry_progress: float = 0.0
     #: passage times at the virtual timing loops its telemetry reached (see :mod:`dataflows.race.gaps`)
     loops: LoopTimes = field(default_factory=LoopTimes)
+    #: race progress from which a sample may reach a new loop (see :meth:`LoopTimes.sample`): the
+    #: one test each sample pays for the loops
+    next_loop: float = 0.0
 
 
 #: low bits of a state version: the count of input records applied
@@ -200,10 +203,9 @@ class RaceState:
         if t.ts_ms < car.telemetry_ms:
             return []  # an older sample than one already applied
         progress = t.lap - 1 + t.progress
-        loops = car.loops
-        loop = int(progress * self.loops_per_lap)
-        if loop > loops.reached:  # a new loop reached (one sample in ~10 at racing speed)
-            loops.advance(loop, car.telemetry_ms, car.telemetry_progress, t.ts_ms, progress, self.loops_per_lap)
+        if progress >= car.next_loop:  # maybe a new loop (one sample in ~10 at racing speed)
+            car.next_loop = car.loops.sample(
+                car.telemetry_ms, car.telemetry_progress, t.ts_ms, progress, self.loops_per_lap)
         car.telemetry_ms = t.ts_ms
         car.telemetry_lap = t.lap
         car.x, car.y, car.speed_kph = t.x, t.y, t.speed_kph

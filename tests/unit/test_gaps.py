@@ -144,12 +144,12 @@ def test_side_by_side_cars_keep_their_order_and_an_interval_that_never_goes_nega
 def test_loop_times_interpolate_between_samples_and_ignore_going_backwards() -> None:
     lt = LoopTimes()
     per_lap = 20
-    prev = (-1, 0.0)
+    prev, due = (-1, 0.0), 0.0
     for ts, p in ((1_000, 0.01), (2_000, 0.04), (3_000, 0.16), (4_000, 0.14), (5_000, 0.21)):
-        loop = int(p * per_lap)
-        if loop > lt.reached:
-            lt.advance(loop, prev[0], prev[1], ts, p, per_lap)
+        if p >= due:
+            due = lt.sample(prev[0], prev[1], ts, p, per_lap)
         prev = (ts, p)
+        assert (lt.reached + 1) / per_lap - 1e-6 < due < (lt.reached + 1) / per_lap
     # loops 1, 2, 3 between 0.04 and 0.16 (at 0.05, 0.10, 0.15); loop 4 between 0.14 and 0.21
     assert (lt.start, lt.times, lt.reached) == (1, [2_083, 2_500, 2_917, 4_857], 4)
     car = Passages(per_lap, 0, [], lt)

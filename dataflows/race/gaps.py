@@ -128,22 +128,27 @@ class Passages:
     latest: int = field(init=False)
     latest_ms: int | None = field(init=False)
 
-    def __post_init__(self) -> None:
-        line = self.laps * self.per_lap if self.laps else -1
-        tel = self.loops.latest() if self.loops is not None else -1
-        latest = line if line >= tel else tel
-        if self.upto is not None and latest > self.upto:
-            latest = self.upto
+    def __post_init__(self) -> None:  # once per car and snapshot: kept to a few operations
+        laps, lt = self.laps, self.loops
+        latest = laps * self.per_lap if laps else -1
+        latest_ms = self.crossings[laps - 1] if laps else None
+        if lt is not None and lt.times:
+            tel = lt.start + len(lt.times) - 1
+            if tel > latest:
+                latest, latest_ms = tel, lt.times[-1]
         self.latest = latest
-        self.latest_ms = self.at(latest)
+        if self.upto is not None and latest > self.upto:
+            self.latest = latest = self.upto
+            latest_ms = self.at(latest)
+        self.latest_ms = latest_ms
 
     def at(self, loop: int) -> int | None:
         """Passage time at ``loop`` (the crossing time at the line), None when unknown."""
         if loop > self.latest or loop < 0:
             return None
-        n, j = divmod(loop, self.per_lap)
-        if j == 0 and 0 < n <= self.laps:
-            return self.crossings[n - 1]
+        per_lap = self.per_lap
+        if loop % per_lap == 0 and 0 < loop <= self.laps * per_lap:
+            return self.crossings[loop // per_lap - 1]
         lt = self.loops
         if lt is not None:
             i = loop - lt.start
@@ -174,8 +179,12 @@ def behind(me: Passages, other: Passages) -> tuple[int | None, int]:
     down = laps_down(me, other)
     if down:
         return None, down
-    g = min(me.latest, other.latest)
-    a, b = me.at(g), other.at(g)
+    g = me.latest
+    if other.latest < g:
+        g = other.latest
+        a, b = me.at(g), other.latest_ms
+    else:
+        a, b = me.latest_ms, other.at(g)
     if (a is None or b is None) and g >= me.per_lap:
         g -= g % me.per_lap  # one of them has no telemetry there: the latest line both crossed
         a, b = me.at(g), other.at(g)

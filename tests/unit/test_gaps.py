@@ -242,3 +242,12 @@ def test_loop_times_depend_on_each_cars_samples_alone() -> None:
     reference = loops(telemetry, 1)
     assert reference == loops(shuffled, 997)
     assert all(len(times) > 30 for _start, times in reference.values())
+
+
+def test_a_finisher_counts_up_to_its_flag_line() -> None:
+    # loops past the flag (the in-lap) do not count: measured at the line, where it finished
+    lt = LoopTimes(start=41, times=[181_000, 182_000, 183_000], reached=43)
+    winner = Passages(20, 2, [90_000, 180_000], lt, upto=40)
+    assert (winner.latest, winner.latest_ms, winner.at(41)) == (40, 180_000, None)
+    second = Passages(20, 2, [90_400, 180_900], upto=40)
+    assert tower_gaps([winner, second]) == [(None, 0, None, 0), (900, 0, 900, 0)]

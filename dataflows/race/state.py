@@ -11,7 +11,7 @@ partitions.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dataflows.race import overtakes as ot
 from dataflows.race.driver import DriverUpdate, Rejection
@@ -25,6 +25,7 @@ from dataflows.race.finish import (
     last_lap_hero,
     status_text,
 )
+from dataflows.race.gaps import LoopTimes, Passages, loops_per_lap, tower_gaps
 from dataflows.race.live_order import LiveOrder
 from dataflows.race.timing import TimingLine
 from schemas.model import (
@@ -71,6 +72,11 @@ class CarInfo:
     telemetry_lap: int = 0
     #: race progress of the newest telemetry sample (laps + fraction)
     telemetry_progress: float = 0.0
+    #: passage times at the virtual timing loops its telemetry reached (see :mod:`dataflows.race.gaps`)
+    loops: LoopTimes = field(default_factory=LoopTimes)
+    #: race progress from which a sample may reach a new loop (see :meth:`LoopTimes.sample`): the
+    #: one test each sample pays for the loops
+    next_loop: float = 0.0
 
 
 #: low bits of a state version: the count of input records applied
@@ -115,6 +121,8 @@ class RaceState:
         track_m = session.track_length_m or _FALLBACK_TRACK_M
         start_order = sorted(grid, key=grid.__getitem__)
         self.live = LiveOrder(start_order, hysteresis=HYSTERESIS_M / track_m)
+        #: virtual timing loops per lap (fixed for the race: the loops' passage times index them)
+        self.loops_per_lap = loops_per_lap(track_m)
         self.track_status = TrackStatus.GREEN
         self.track_status_ms = -1
         self.chequered_ms: int | None = None
@@ -194,11 +202,14 @@ class RaceState:
         self.order_dirty = True  # positions moved (the map), and the version advanced
         if t.ts_ms < car.telemetry_ms:
             return []  # an older sample than one already applied
+        progress = t.lap - 1 + t.progress
+        if progress >= car.next_loop:  # maybe a new loop (one sample in ~10 at racing speed)
+            car.next_loop = car.loops.sample(
+                car.telemetry_ms, car.telemetry_progress, t.ts_ms, progress, self.loops_per_lap)
         car.telemetry_ms = t.ts_ms
         car.telemetry_lap = t.lap
         car.x, car.y, car.speed_kph = t.x, t.y, t.speed_kph
         car.in_pit = t.in_pit
-        progress = t.lap - 1 + t.progress
         car.telemetry_progress = progress
         if progress >= self.timing.cars[t.driver_number].laps:
             self.live.update(t.driver_number, progress)
@@ -560,18 +571,29 @@ class RaceState:
                 gap_laps=max(0, winner_laps - laps)))
         return rows
 
+    def passages(self, number: int) -> Passages | None:
+        """Where car ``number`` stands at the timing loops, for :func:`~dataflows.race.gaps.tower_gaps`:
+        None for a retired car (no figures); a finisher counts up to its flag line."""
+        tc, info = self.timing.cars[number], self.cars[number]
+        f = self.finished.get(number)
+        if f is not None:
+            return Passages(self.loops_per_lap, f.lap, tc.crossings, info.loops, info.telemetry_ms,
+                            upto=f.lap * self.loops_per_lap)
+        if tc.retired_ms is not None:
+            return None
+        return Passages(self.loops_per_lap, tc.laps, tc.crossings, info.loops, info.telemetry_ms)
+
     def leaderboard(self, reason: str = "timing") -> Leaderboard:
         timing_order = self.timing.order()
         timing_pos = {n: i + 1 for i, n in enumerate(timing_order)}
         final_positions = {n: i + 1 for i, n in enumerate(classification_order(self.timing, self.finished))}
         rows = []
         live = self.live.order
+        figures = tower_gaps([self.passages(n) for n in live])
         for i, n in enumerate(live):
             info, tc = self.cars[n], self.timing.cars[n]
             tp = timing_pos[n]
-            ahead = timing_order[tp - 2] if tp > 1 else None
-            gap_ms, gap_laps = self.timing.gap(n, timing_order)
-            int_ms, int_laps = self.timing.interval(n, ahead)
+            gap_ms, gap_laps, int_ms, int_laps = figures[i]
             progress = self.live.progress.get(n, float(tc.laps))
             if n in self.finished:
                 status = CarStatus.FINISHED
@@ -579,8 +601,6 @@ class RaceState:
                 status = CarStatus.RETIRED
                 # where it stopped: from its own (ordered) samples, whatever else arrived when
                 progress = max(float(tc.laps), info.telemetry_progress)
-                # no gap or interval: its last crossing says nothing about where it stands now
-                gap_ms, gap_laps, int_ms, int_laps = None, 0, None, 0
             elif info.in_pit:
                 status = CarStatus.PIT
             else:

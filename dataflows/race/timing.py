@@ -44,12 +44,12 @@ class CarTiming:
 
 
 class TimingLine:
-    """Crossings of every car, indexed by lap, with positions and gaps.
+    """Crossings of every car, indexed by lap, with positions (gaps: :mod:`dataflows.race.gaps`).
 
     >>> t = TimingLine({1: 1, 2: 2})
     >>> t.add(2, 1, 90_100); t.add(1, 1, 90_000)
-    >>> t.position_at(2, 1), t.gap(2)
-    (2, (100, 0))
+    >>> t.position_at(2, 1), t.order()
+    (2, [1, 2])
     """
 
     def __init__(self, grid: dict[int, int], grid_known: bool = True) -> None:
@@ -102,29 +102,3 @@ class TimingLine:
 
     def order(self) -> list[int]:
         return sorted(self.cars, key=lambda n: (*self.order_key(n), self.cars[n].grid_position))
-
-    # ------------------------------------------------------------------ gaps
-    def _behind(self, number: int, ahead: int) -> tuple[int | None, int]:
-        """(gap_ms, laps) of ``number`` to ``ahead`` at the line on the same lap."""
-        me, other = self.cars[number], self.cars[ahead]
-        n = me.laps
-        if n == 0:
-            return None, 0
-        t = me.crossings[-1]
-        laps_down = 0
-        while other.laps >= n + laps_down + 1 and other.crossings[n + laps_down] <= t:
-            laps_down += 1
-        if laps_down:
-            return None, laps_down
-        t_other = other.crossing(n)
-        if t_other is None:
-            return None, 0
-        return t - t_other, 0
-
-    def gap(self, number: int, order: list[int] | None = None) -> tuple[int | None, int]:
-        order = order if order is not None else self.order()
-        leader = order[0]
-        return (None, 0) if number == leader else self._behind(number, leader)
-
-    def interval(self, number: int, ahead: int | None) -> tuple[int | None, int]:
-        return (None, 0) if ahead is None else self._behind(number, ahead)

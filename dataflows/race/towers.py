@@ -3,9 +3,10 @@
 The tower at the end of lap N is the timing line as it stood at the instant lap N was over for
 everyone: the last crossing of lap N, or a later flag crossing of a lapped car that took the flag
 without completing lap N (``ts_ms``). Each car shows its latest lap by that instant: order at the
-line (laps completed, then crossing time; retired cars behind), gap and interval at the line, the
-car's status then (finished, retired, in the pit lane after an in-lap, running), and its lap
-times, tyre and stop count as of that lap. A leader lapping the last car may show lap N+1 in the
+line (laps completed, then crossing time; retired cars behind), gap and interval at the line (the
+rule of :mod:`dataflows.race.gaps`, the line being the only loop), the car's status then (finished,
+retired, in the pit lane after an in-lap, running), and its lap times, tyre and stop count as of
+that lap. A leader lapping the last car may show lap N+1 in the
 tower of lap N: that is how the tower looked when lap N ended.
 
 A tower is emitted once it is *settled*: every car has completed lap N, taken the flag, retired
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from dataflows.race.driver import DriverUpdate
 from dataflows.race.finish import Finisher, classification_order_at
+from dataflows.race.gaps import Passages, tower_gaps
 from dataflows.race.timing import CarTiming
 from schemas.model import CarStatus, LeaderboardRow, TrackStatus
 
@@ -66,19 +68,8 @@ def _done_with(tc: CarTiming, lap: int, finished: Finisher | None, silent: bool)
     return tc.retired_ms is not None and (tc.retired_on_lap is None or tc.laps >= tc.retired_on_lap - 1)
 
 
-def _behind(me: CarTiming, laps: int, other: CarTiming) -> tuple[int | None, int]:
-    """(gap_ms, laps down) of ``me`` (``laps`` completed) to ``other`` at the line, as
-    :meth:`TimingLine._behind` computes it for the live tower, with ``me`` cut at its lap ``laps``."""
-    if laps == 0:
-        return None, 0
-    t = me.crossings[laps - 1]
-    down = 0
-    while other.laps >= laps + down + 1 and other.crossings[laps + down] <= t:
-        down += 1
-    if down:
-        return None, down
-    t_other = other.crossing(laps)
-    return (None, 0) if t_other is None else (t - t_other, 0)
+def _retired_by(tc: CarTiming, end: int) -> bool:
+    return tc.retired_ms is not None and tc.retired_ms <= end
 
 
 @dataclass(slots=True)
@@ -173,31 +164,27 @@ class TowerBook:
         order = classification_order_at(timing, state.finished, end)
         positions = {n: i + 1 for i, n in enumerate(order)}
         rows: list[LeaderboardRow] = []
-        leader: CarTiming | None = None
-        ahead: CarTiming | None = None
+        laps_at = {n: bisect.bisect_right(timing.cars[n].crossings, end) for n in order}
+        retired_at = {n: n not in finished and _retired_by(timing.cars[n], end) for n in order}
+        # at the line alone (one loop a lap), each car cut at its crossings up to `end`
+        figures = tower_gaps([None if retired_at[n] else Passages(1, laps_at[n], timing.cars[n].crossings)
+                              for n in order])
         for i, n in enumerate(order):
             tc = timing.cars[n]
             driver = state.cars[n].driver
             f = finished.get(n)
-            laps = bisect.bisect_right(tc.crossings, end)
+            laps = laps_at[n]
             facts = self.facts.get(n, [])
             fact = facts[laps - 1] if 0 < laps <= len(facts) else None
-            retired = f is None and tc.retired_ms is not None and tc.retired_ms <= end
-            gap: tuple[int | None, int] = (None, 0)
-            interval: tuple[int | None, int] = (None, 0)
             if f is not None:
                 status = CarStatus.FINISHED
-            elif retired:
+            elif retired_at[n]:
                 status = CarStatus.RETIRED
             elif laps and tc.pit_flags[laps - 1][0]:
                 status = CarStatus.PIT
             else:
                 status = CarStatus.RUNNING
-            if not retired:
-                if leader is not None:
-                    gap = _behind(tc, laps, leader)
-                if ahead is not None:
-                    interval = _behind(tc, laps, ahead)
+            gap_ms, gap_laps, int_ms, int_laps = figures[i]
             gained = None
             if f is not None:
                 before = timing.position_at(n, f.lap - 1)
@@ -205,13 +192,10 @@ class TowerBook:
             rows.append(LeaderboardRow(
                 position=i + 1, driver_number=n, code=driver.code, team=driver.team,
                 team_colour=driver.team_colour, laps=laps, progress=float(laps), status=status,
-                timing_position=i + 1, gap_ms=gap[0], gap_laps=gap[1], interval_ms=interval[0],
-                interval_laps=interval[1], last_lap_ms=tc.lap_times[laps - 1] if laps else None,
+                timing_position=i + 1, gap_ms=gap_ms, gap_laps=gap_laps, interval_ms=int_ms,
+                interval_laps=int_laps, last_lap_ms=tc.lap_times[laps - 1] if laps else None,
                 best_lap_ms=fact.best_lap_ms if fact else None, compound=fact.compound if fact else None,
                 tyre_age=fact.tyre_age if fact else None, pit_count=fact.pit_count if fact else 0,
                 positions_gained_last_lap=gained,
             ))
-            if leader is None:
-                leader = tc
-            ahead = tc
         return Tower(state.race_id, lap, state.version, end, track_status, rows)

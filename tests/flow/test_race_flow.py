@@ -14,6 +14,7 @@ from dataflows.race_flow import RaceSinks, build_race_flow
 from schemas.codec import Codec, make_registry_client
 from schemas.model import DeadLetter, Lap, Leaderboard, RaceEvent, Telemetry
 from simulator.race import RaceSimulator
+from tests.unit.tower_checks import inconsistencies
 
 LAPS = 12
 
@@ -65,6 +66,9 @@ def test_one_worker_matches_ground_truth(race: dict[str, Any]) -> None:
                  if isinstance(e, RaceEvent) and e.type == "OVERTAKE"}
     assert overtakes == {(o["lap"], o["driver_number"], o["passed_driver_number"]) for o in truth["overtakes"]}
     assert not [o for o in out if isinstance(o, DeadLetter)]
+    # every published tower reads top to bottom: gaps grow down the lead lap, intervals are their steps
+    boards = [o for o in out if isinstance(o, Leaderboard)]
+    assert len(boards) > LAPS and [(b.version, inconsistencies(b)) for b in boards if inconsistencies(b)] == []
 
 
 def test_two_workers_produce_the_same_outputs_as_one(race: dict[str, Any]) -> None:

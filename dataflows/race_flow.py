@@ -24,10 +24,10 @@ from bytewax.outputs import Sink
 
 from dataflows import metrics
 from dataflows.commentary import commentary_for
+from dataflows.connectors.documents import BoardUpdate, SessionDoc
 from dataflows.connectors.kafka import CodecFactory, Decoder, Encoder, RaceChunk, Rejected, dead_letter, is_lap
 from dataflows.connectors.kafka_sink import for_output
 from dataflows.connectors.kafka_source import as_ref
-from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
 from dataflows.metrics import ACCOUNT
 from dataflows.race.driver import DriverState, DriverUpdate, Rejection
 from dataflows.race.processor import LapChart, RaceProcessor

@@ -17,7 +17,6 @@ hold only this run's races); Redis is ``RACEWIRE_REDIS_URL``, a local one on 637
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -25,7 +24,6 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,24 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="strategy calls in the flow: on, off, or compare (both runs on the same input)")
     p.add_argument("--repeat", type=int, default=1,
                    help="runs of the flow per mode (compare alternates off/on); figures are medians")
-    try:  # the serving benchmarks (sse, latency) live with the serving layer
-        from serving.bench import add_subcommands
-    except ImportError:
-        return
-    add_subcommands(sub)
-    try:  # the history benchmark (PostgreSQL load + history API)
-        from infra.bench_history import add_subcommands as add_history
-    except ImportError:
-        return
-    add_history(sub)
-    try:  # the strategy benchmark (Monte Carlo race simulations)
-        from strategy.bench import add_subcommands as add_strategy
-    except ImportError:
-        return
-    add_strategy(sub)
+    from infra.bench_history import add_subcommands as add_history  # PostgreSQL load + history API
     from infra.bench_idle import add_subcommands as add_idle  # idle CPU of a whole `racewire up`
+    from infra.bench_serving import add_subcommands as add_serving  # sse, latency
+    from strategy.bench import add_subcommands as add_strategy  # Monte Carlo race simulations
 
-    add_idle(sub)
+    for add in (add_serving, add_history, add_strategy, add_idle):
+        add(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,35 +65,6 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown benchmark {args.bench}")
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
-
-
-@contextlib.contextmanager
-def _services(workdir: Path) -> Iterator[dict[str, str]]:
-    """Broker, Redis and registry for a benchmark: configured ones or embedded ones."""
-    from infra.registry import RegistryServer
-    from infra.services import EmbeddedKafka, EmbeddedRedis, free_port, redis_reachable
-    from infra.settings import load_settings
-
-    s = load_settings()
-    with contextlib.ExitStack() as stack:
-        bootstrap = s.kafka_bootstrap
-        if not bootstrap:
-            kafka = stack.enter_context(EmbeddedKafka(port=free_port(), data_dir=workdir / "kafka"))
-            bootstrap = kafka.bootstrap
-        redis_url = s.redis_url
-        if not redis_url:
-            local = "redis://127.0.0.1:6379/0"
-            if redis_reachable(local):
-                redis_url = local
-            else:
-                redis_url = stack.enter_context(EmbeddedRedis(port=free_port(), data_dir=workdir / "redis")).url
-        registry_url = s.schema_registry_url
-        if not registry_url or registry_url.startswith("mock://"):
-            registry = RegistryServer(data_dir=workdir / "registry", port=0)
-            registry.start()
-            stack.callback(registry.stop)
-            registry_url = registry.url
-        yield {"bootstrap": bootstrap, "redis_url": redis_url, "registry_url": registry_url}
 
 
 def _ceiling(bootstrap: str, codec: Any, expected: int, timeout: float) -> tuple[int, float]:
@@ -135,17 +93,6 @@ def _ceiling(bootstrap: str, codec: Any, expected: int, timeout: float) -> tuple
     return n, seconds
 
 
-def _peak_rss_mb(proc: psutil.Process) -> float:
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error, OSError):
-            status = Path(f"/proc/{p.pid}/status").read_text()
-            for line in status.splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) / 1024
-    return round(total, 1)
-
-
 def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: float, strategy: str = "on",
                    repeat: int = 1) -> dict[str, Any]:
     """``strategy``: \"on\" (calls every lap), \"off\", or \"compare\" (both, alternating).
@@ -160,7 +107,9 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
     from simulator.race import RaceSimulator
 
     tag = uuid.uuid4().hex[:6]
-    with tempfile.TemporaryDirectory(prefix="racewire-bench-") as tmp, _services(Path(tmp)) as svc:
+    from infra.bench_harness import services
+
+    with tempfile.TemporaryDirectory(prefix="racewire-bench-") as tmp, services(Path(tmp)) as svc:
         create_topics(svc["bootstrap"], partitions=max(4, workers * 2))
         codec = Codec(make_registry_client(svc["registry_url"]))
         codec.register_all()
@@ -216,6 +165,7 @@ def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None],
     from dataflows.cli import flow_process
     from dataflows.connectors.redis_sink import STRATEGY_KEY, VERSION_KEY
     from dataflows.race.state import applied_of
+    from infra.bench_harness import tree_peak_rss_mb
 
     spawn = time.perf_counter()
     with flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], workers,
@@ -239,7 +189,7 @@ def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None],
             if proc.poll() is not None:
                 raise RuntimeError(f"dataflow exited with code {proc.returncode}")
             time.sleep(0.05)
-        peak = _peak_rss_mb(ps)  # VmHWM: the high-water mark, no polling needed
+        peak = tree_peak_rss_mb(ps)  # VmHWM: the high-water mark, no polling needed
         if done_at is None or first is None:
             raise RuntimeError(f"the dataflow did not finish {len(expected)} races within {timeout} s")
         out: dict[str, Any] = {"seconds": round(done_at - first, 3), "startup_s": round(first - spawn, 3),

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from infra.bench_harness import peak_rss_mb, percentile, redis_service
+
 log = logging.getLogger("racewire.bench.history")
 
 DEFAULT_POOL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "laps_pool"
@@ -49,21 +51,6 @@ def add_subcommands(sub: Any) -> None:
     p.set_defaults(bench_func=bench_history)
 
 
-def _peak_rss_mb(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))], 2)
-
-
 def lap_tables(pool: Path) -> list[tuple[str, int, Path]]:
     """(kind, season, path) of every lap table: ``grand_prix/*_YYYY.csv`` and ``sprint/*_YYYY.csv``."""
     found = []
@@ -78,7 +65,7 @@ def flow_outputs(race: Any) -> list[Any]:
     """A replayed race through the race flow's own pure logic, in one batch (a flow catching up on
     a backlog): what the PostgreSQL sink gets from the flow (the session, every applied lap, lap
     charts, a tower per lap, stints, events, snapshots). Nothing here has rules of its own."""
-    from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
+    from dataflows.connectors.documents import BoardUpdate, SessionDoc
     from dataflows.race.driver import DriverState, DriverUpdate
     from dataflows.race.processor import RaceProcessor
     from schemas.model import Lap, Leaderboard
@@ -148,19 +135,6 @@ def _postgres(workdir: Path) -> Iterator[tuple[str, str]]:
                 conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-@contextlib.contextmanager
-def _redis(workdir: Path) -> Iterator[str]:
-    from infra.services import EmbeddedRedis, free_port, redis_reachable
-    from infra.settings import load_settings
-
-    url = load_settings().redis_url or "redis://127.0.0.1:6379/0"
-    if redis_reachable(url):
-        yield url
-        return
-    with EmbeddedRedis(port=free_port(), data_dir=workdir / "redis") as server:
-        yield server.url
-
-
 def _time_requests(client: Any, paths: list[str], warmup: int) -> list[float]:
     for path in paths[:warmup]:
         client.get(path).raise_for_status()
@@ -180,8 +154,8 @@ def bench_history(args: argparse.Namespace) -> dict[str, Any]:
 
     from dataflows.connectors.pg_sink import PgWriter
     from dataflows.race.towers import Tower
+    from infra.bench_serving import serving_process
     from infra.migrate import migrate
-    from serving.bench import serving_process
 
     pool: Path = args.data
     if not pool.is_dir() or not lap_tables(pool):
@@ -196,7 +170,7 @@ def bench_history(args: argparse.Namespace) -> dict[str, Any]:
 
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="racewire-bench-history-") as tmp, \
-            _postgres(Path(tmp)) as (_server_url, url), _redis(Path(tmp)) as redis_url:
+            _postgres(Path(tmp)) as (_server_url, url), redis_service(Path(tmp)) as redis_url:
         migrate(url)
         writer = PgWriter(url)
         rows = towers_n = 0
@@ -233,16 +207,18 @@ def bench_history(args: argparse.Namespace) -> dict[str, Any]:
                 httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             driver_ms = _time_requests(client, driver_paths, args.warmup)
             standings_ms = _time_requests(client, standings_paths, args.warmup)
-            server_rss = _peak_rss_mb(proc.pid)
+            server_rss = peak_rss_mb(proc.pid)
     return {
         "benchmark": "history", "races": len(races), "skipped_races": len(skipped),
         "rows": rows, "rows_stored": stored[0] if stored else None, "rows_per_s": round(rows / write_s),
         "write_s": round(write_s, 2), "parse_s": round(parse_s, 2), "flow_s": round(flow_s, 2),
         "standings": stored_towers[0] if stored_towers else None,
         "requests": args.requests,
-        "driver_laps_p50_ms": _percentile(driver_ms, 50), "driver_laps_p99_ms": _percentile(driver_ms, 99),
-        "standings_p50_ms": _percentile(standings_ms, 50), "standings_p99_ms": _percentile(standings_ms, 99),
-        "peak_rss_mb": round(_peak_rss_mb(os.getpid()) + server_rss, 1),
-        "peak_rss_mb_by_process": {"bench": round(_peak_rss_mb(os.getpid()), 1), "serving": round(server_rss, 1)},
+        "driver_laps_p50_ms": percentile(driver_ms, 50, ndigits=2),
+        "driver_laps_p99_ms": percentile(driver_ms, 99, ndigits=2),
+        "standings_p50_ms": percentile(standings_ms, 50, ndigits=2),
+        "standings_p99_ms": percentile(standings_ms, 99, ndigits=2),
+        "peak_rss_mb": round(peak_rss_mb(os.getpid()) + server_rss, 1),
+        "peak_rss_mb_by_process": {"bench": round(peak_rss_mb(os.getpid()), 1), "serving": round(server_rss, 1)},
         "cpus": os.cpu_count(),
     }

@@ -39,7 +39,7 @@ ROLES: tuple[tuple[str, str], ...] = (
 
 
 def add_subcommands(sub: Any) -> None:
-    p = sub.add_parser("idle", help="idle CPU of a whole `racewire up --no-race` (% of one core, per process)")
+    p = sub.add_parser("idle", help="idle CPU of a whole `racewire up --no-race` (%% of one core, per process)")
     p.add_argument("--seconds", type=float, default=30.0, help="measuring window (default 30)")
     p.add_argument("--settle", type=float, default=15.0,
                    help="seconds to wait after everything is up (and after the race) before measuring")

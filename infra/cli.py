@@ -10,8 +10,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-# sub-command → module that provides ``add_arguments(parser)`` and ``run(args) -> int``
+# sub-command → module (or ``module:name``) that provides ``add_arguments(parser)`` and ``run(args) -> int``
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("infra.up", "Run the whole system: embedded services, dataflow, serving and a simulated race."),
     "simulate": ("simulator.cli", "Run a synthetic race and produce it to the input topics."),
@@ -20,14 +21,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "registry": ("infra.registry", "Run racewire's own Confluent-compatible schema registry."),
     "topics": ("infra.topics", "Create racewire's topics on the broker."),
     "bench": ("infra.bench", "Benchmarks that print JSON (pipeline, ...)."),
-    "replay": ("simulator.replay", "Replay a real race from a lap table through the pipeline."),
+    "replay": ("infra.pipeline_run:REPLAY", "Replay a real race from a lap table through the pipeline."),
     "verify": ("simulator.verify", "Compare a replay report with official results."),
-    "livetiming": ("simulator.livetiming", "Replay a live-timing feed capture through the pipeline."),
+    "livetiming": ("infra.pipeline_run:LIVETIMING", "Replay a live-timing feed capture through the pipeline."),
     "rebuild-cache": ("infra.rebuild_cache", "Restore a race's live Redis state from PostgreSQL."),
     "train": ("strategy.train", "Train the strategy models from lap tables and write versioned artifacts."),
     "evaluate": ("strategy.evaluate", "Lap-time model vs a naive baseline on held-out races (JSON)."),
     "drill": ("infra.drills.cli", "Fault drills against the real system; one JSON line per drill."),
 }
+
+
+def _command(target: str) -> Any:
+    """A command's module (``add_arguments`` and ``run``), or ``module:name`` for an object in it."""
+    module, _, name = target.partition(":")
+    found = importlib.import_module(module)
+    return getattr(found, name) if name else found
 
 
 def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
@@ -40,7 +48,7 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == wanted:  # only import the module of the command being run
-            importlib.import_module(module).add_arguments(p)
+            _command(module).add_arguments(p)
     return parser
 
 
@@ -51,8 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log_format = args.log_format or ("text" if args.command == "up" else "json")
     configure(json=log_format == "json", level=args.log_level)
-    module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.run(args) or 0)
+    return int(_command(COMMANDS[args.command][0]).run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ case "$cmd" in
     if [[ ${CI:-} == true || ${RACEWIRE_INSTALL_SYSTEM_DEPS:-} == 1 ]]; then install_system_deps; fi
     .venv/bin/ruff check .
     .venv/bin/mypy
+    .venv/bin/lint-imports
     exec .venv/bin/python -m pytest "$@"
     ;;
   *)

@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from dataflows.connectors.redis_sink import BoardUpdate, RedisWriter
+from dataflows.connectors.documents import BoardUpdate
+from dataflows.connectors.redis_sink import RedisWriter
 from dataflows.race.driver import DriverState, DriverUpdate
 from dataflows.race.processor import RaceProcessor
 from schemas.model import Lap, Leaderboard, RaceEvent, Recommendation, Session, Stint

@@ -724,28 +724,3 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--output-json", type=Path, help="write the report (read back from Redis) here")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the race to be final")
     parser.add_argument("--dry-run", action="store_true", help="only build the records and print a summary")
-
-
-def run(args: Any) -> int:
-    from simulator.report import run_through_pipeline, write_report
-
-    try:
-        race = load_capture(args.path, args.race_id)
-    except (LiveTimingError, OSError) as exc:
-        print(f"racewire livetiming: {exc}")
-        return 2
-    log.info("race %s: %d drivers, %d laps, %d lap records, %d race-control records", race.race_id,
-             len(race.session.drivers), race.session.total_laps, len(race.laps), len(race.controls))
-    if args.dry_run:
-        print(json.dumps({"race_id": race.race_id, "laps": race.session.total_laps,
-                          "drivers": len(race.session.drivers), "lap_records": len(race.laps),
-                          "controls": len(race.controls)}))
-        return 0
-    report = run_through_pipeline(race, args.speed, args.workers, args.timeout)
-    if args.output_json is not None:
-        write_report(report, args.output_json)
-    print(json.dumps({"race_id": race.race_id, "order": [c["driver"] for c in report["classification"]],
-                      "fastest_lap": report["fastest_lap"], "pit_stops": len(report["pit_stops"]),
-                      "overtakes": len(report["overtakes"]),
-                      "output_json": None if args.output_json is None else str(args.output_json)}))
-    return 0

@@ -509,31 +509,3 @@ def load_race(path: Path, results: Path | None = None, year: int | None = None,
     if results is None and event_name:
         meta.name = meta.circuit = f"{year} {event_name}" if year else event_name
     return build_race(rows, race_id or default_race_id(path, year, round_number), meta)
-
-
-def run(args: Any) -> int:
-    import logging
-
-    from simulator.report import run_through_pipeline, write_report
-
-    log = logging.getLogger("racewire.replay")
-    try:
-        race = load_race(args.path, args.results, args.year, args.round_number, args.race_id)
-    except (ReplayError, OSError) as exc:
-        print(f"racewire replay: {exc}")
-        return 2
-    log.info("race %s: %d drivers, %d laps, %d lap records, %d race-control records", race.race_id,
-             len(race.session.drivers), race.session.total_laps, len(race.laps), len(race.controls))
-    if args.dry_run:
-        print(json.dumps({"race_id": race.race_id, "laps": race.session.total_laps,
-                          "lap_records": len(race.laps), "controls": len(race.controls)}))
-        return 0
-    report = run_through_pipeline(race, args.speed, args.workers, args.timeout)
-    if args.output_json is not None:
-        write_report(report, args.output_json)
-    top = report["classification"][:3]
-    print(json.dumps({"race_id": race.race_id, "podium": [c["driver"] for c in top],
-                      "fastest_lap": report["fastest_lap"], "pit_stops": len(report["pit_stops"]),
-                      "overtakes": len(report["overtakes"]),
-                      "output_json": None if args.output_json is None else str(args.output_json)}))
-    return 0

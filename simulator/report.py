@@ -1,8 +1,6 @@
-"""Run a replayed race through the real pipeline and read back what it computed.
-
-:func:`run_through_pipeline` produces a race's input records to the broker, runs the race
-dataflow (``racewire flow race``) as a subprocess, waits until the race is final in Redis and
-returns the replay report, read back from Redis (never recomputed here):
+"""The replay report: what the real pipeline computed for a replayed race, read back from Redis
+(never recomputed here). ``infra.pipeline_run.run_through_pipeline`` produces the race, runs the
+race dataflow on it and returns this report:
 
 ```
 {"race_id": str,
@@ -19,13 +17,8 @@ returns the replay report, read back from Redis (never recomputed here):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import os
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -137,93 +130,6 @@ def clear_race(client: Any, race_id: str) -> None:
     if keys:
         client.delete(*keys)
     client.hdel("races", race_id)
-
-
-def _wait_final(client: Any, race_id: str, records: int, proc: subprocess.Popen[bytes],
-                timeout_s: float) -> None:
-    from dataflows.connectors.redis_sink import STATE_KEY
-
-    deadline = time.monotonic() + timeout_s
-    stable_since: float | None = None
-    last_version = -1
-    while time.monotonic() < deadline:
-        raw = client.get(STATE_KEY.format(race_id))
-        if raw is not None:
-            doc = json.loads(raw)
-            if doc.get("final"):
-                if doc["version"] >= records:
-                    return
-                # final, but some records were rejected (see f1.deadletter): wait until quiet
-                if doc["version"] != last_version:
-                    last_version, stable_since = doc["version"], time.monotonic()
-                elif stable_since is not None and time.monotonic() - stable_since > 5:
-                    log.warning("race %s final at version %d of %d records: some were rejected "
-                                "(see f1.deadletter)", race_id, doc["version"], records)
-                    return
-        if proc.poll() is not None:
-            raise RuntimeError(f"the race dataflow exited with {proc.returncode} before the race was final")
-        time.sleep(0.2)
-    raise TimeoutError(f"race {race_id} not final in Redis after {timeout_s:.0f} s")
-
-
-def run_through_pipeline(
-    source: ReportSource,
-    speed: float | None = None,
-    workers: int = 1,
-    timeout_s: float = FLOW_TIMEOUT_S,
-    services: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Produce the race, run the race dataflow on it, wait until final; the report from Redis.
-
-    ``services`` (``bootstrap``, ``redis_url``, ``registry_url``) defaults to the configured
-    ``RACEWIRE_*`` services, or embedded ones started for this run.
-    """
-    if services is not None:
-        return _run(source, speed, workers, timeout_s, services)
-    from infra.bench import _services
-
-    with tempfile.TemporaryDirectory(prefix="racewire-replay-") as tmp, _services(Path(tmp)) as svc:
-        return _run(source, speed, workers, timeout_s, svc)
-
-
-def _run(source: ReportSource, speed: float | None, workers: int, timeout_s: float,
-         svc: dict[str, str]) -> dict[str, Any]:
-    import redis
-
-    from dataflows.cli import flow_process
-    from dataflows.connectors.producer import ProducerOptions
-    from infra.settings import load_settings
-    from infra.topics import create_topics
-    from schemas.codec import Codec, make_registry_client
-    from simulator.producer import produce_race
-
-    create_topics(svc["bootstrap"], partitions=max(4, 2 * workers))
-    # spooled under RACEWIRE_DATA_DIR while the broker is away; the topics were just made
-    options = dataclasses.replace(ProducerOptions.from_settings(load_settings()), partitions=None)
-    codec = Codec(make_registry_client(svc["registry_url"]))
-    codec.register_all()
-    client = redis.Redis.from_url(svc["redis_url"])
-    clear_race(client, source.race_id)
-    count = 0
-
-    def counted(_record: InputRecord) -> None:
-        nonlocal count
-        count += 1
-
-    started = time.monotonic()
-    with flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], workers,
-                      os.environ.get("RACEWIRE_DATABASE_URL")) as proc:
-        counts = produce_race(source, {"bootstrap.servers": svc["bootstrap"]}, codec, speed,
-                              on_record=counted, options=options)
-        log.info("race %s: produced %s in %.1f s; waiting for the dataflow", source.race_id, counts,
-                 time.monotonic() - started)
-        _wait_final(client, source.race_id, count, proc, timeout_s)
-        time.sleep(SETTLE_S)
-        state, chart, events = read_redis(client, source.race_id)
-        calls = read_strategy(client, source.race_id)
-    log.info("race %s final in Redis after %.1f s", source.race_id, time.monotonic() - started)
-    client.close()
-    return {**build_report(source.race_id, source.codes(), state, chart, events), "strategy": calls}
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:

@@ -23,6 +23,7 @@ places (or staying out breaks a rule or a stint limit).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,10 +39,11 @@ from strategy.montecarlo import (
     plans_from_tables,
     record_field,
     run_focal,
+    simulate,
     tables,
 )
 
-__all__ = ["Action", "Call", "recommend"]
+__all__ = ["Action", "Call", "recommend", "warm_up"]
 
 Action = Literal["STAY_OUT", "BOX_THIS_LAP", "BOX_IN_WINDOW", "NO_CALL"]
 TIME_WEIGHT = 0.01  # places per second of expected race time
@@ -287,3 +289,16 @@ def _neighbours(fs: FieldState, i: int, threat: float, overcut: float, behind: i
     if ahead is not None and overcut >= 0.05:
         parts.append(f"{overcut:.0%} overcut chance on {fs.name(ahead)} {fs.gap_s[i] - fs.gap_s[ahead]:.1f} s ahead")
     return "".join(f"; {p}" for p in parts)
+
+
+def warm_up() -> float:
+    """Compile (or load from cache) every Monte Carlo kernel (the race simulation's and the calls')
+    on a tiny race; returns the seconds it took."""
+    t = time.perf_counter()
+    fs = FieldState(lap=1, total_laps=5, numbers=np.array([1, 2]), gap_s=np.array([0.0, 1.0]),
+                    compound=np.array([1, 0]), tyre_age=np.array([1, 1]), pace_s=np.array([90.0, 90.0]),
+                    used_dry=np.array([2, 1]), stops=np.array([0, 0]), active=np.array([True, True]))
+    model = RaceModel.typical(5)
+    simulate(fs, model, n_sims=4)
+    recommend(fs, model, n_sims=4)
+    return time.perf_counter() - t

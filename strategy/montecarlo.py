@@ -1011,19 +1011,3 @@ def run_focal(prep: Prepared, rec: FieldRecord, seed: int, cars: np.ndarray, exc
                   prep.gap0, prep.comp0, prep.age0, prep.base, prep.off, prep.lin, prep.quad, prep.P,
                   rec.rec_T, rec.rec_sorted, rec.rec_order, rec.rec_status, rec.rec_next, pos, key)
     return pos, key
-
-
-def warm_up() -> float:
-    """Compile (or load from cache) every kernel on a tiny race; returns the seconds it took."""
-    import time
-
-    t = time.perf_counter()
-    from strategy.calls import recommend
-
-    fs = FieldState(lap=1, total_laps=5, numbers=np.array([1, 2]), gap_s=np.array([0.0, 1.0]),
-                    compound=np.array([1, 0]), tyre_age=np.array([1, 1]), pace_s=np.array([90.0, 90.0]),
-                    used_dry=np.array([2, 1]), stops=np.array([0, 0]), active=np.array([True, True]))
-    model = RaceModel.typical(5)
-    simulate(fs, model, n_sims=4)
-    recommend(fs, model, n_sims=4)
-    return time.perf_counter() - t

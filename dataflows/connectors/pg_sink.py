@@ -36,7 +36,7 @@ import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg.types.json import Jsonb
 
-from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc, race_summary
+from dataflows.connectors.documents import BoardUpdate, SessionDoc, race_summary
 from dataflows.connectors.retry import OutageRetry, RetryPolicy
 from dataflows.race.driver import DriverUpdate
 from dataflows.race.processor import LapChart

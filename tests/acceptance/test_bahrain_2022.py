@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from infra.pipeline_run import run_through_pipeline
 from simulator.replay import load_race
-from simulator.report import run_through_pipeline
 from simulator.verify import from_ergast, from_results_json, verify
 
 pytestmark = [pytest.mark.slow]

@@ -17,10 +17,10 @@ from typing import Any
 import polars as pl
 import pytest
 
+from infra.pipeline_run import run_through_pipeline
 from schemas.model import Control, ControlKind
 from simulator.livetiming import load_capture
 from simulator.replay import ReplayRace
-from simulator.report import run_through_pipeline
 from simulator.verify import Official, ergast_race_id, from_ergast, lap_chart_from_table, verify
 
 pytestmark = [pytest.mark.slow]

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from strategy.calls import warm_up
 from strategy.montecarlo import (
     COMPOUNDS,
     FieldState,
@@ -15,7 +16,6 @@ from strategy.montecarlo import (
     Strategy,
     expected_plans,
     simulate,
-    warm_up,
 )
 
 MEDIUM, HARD = COMPOUNDS.index("MEDIUM"), COMPOUNDS.index("HARD")

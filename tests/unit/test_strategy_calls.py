@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from strategy.calls import recommend
-from strategy.montecarlo import COMPOUNDS, RaceModel, warm_up
+from strategy.calls import recommend, warm_up
+from strategy.montecarlo import COMPOUNDS, RaceModel
 from tests.unit.test_montecarlo import make_field
 
 SOFT, MEDIUM, HARD = (COMPOUNDS.index(c) for c in ("SOFT", "MEDIUM", "HARD"))

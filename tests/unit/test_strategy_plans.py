@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from strategy.montecarlo import COMPOUNDS, RaceModel, Strategy, warm_up
+from strategy.calls import warm_up
+from strategy.montecarlo import COMPOUNDS, RaceModel, Strategy
 from strategy.plans import candidates, compare, expected_time, optimal
 from tests.unit.test_montecarlo import make_field
 

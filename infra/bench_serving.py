@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from infra.bench_harness import percentile, redis_service, services, status_mb
+
 log = logging.getLogger("racewire.bench.serving")
 
 CONNECT_WAVE = 250
@@ -70,39 +72,6 @@ def raise_fd_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def _proc_status(pid: int, field: str) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
-    return round(values[k], 1)
-
-
-@contextlib.contextmanager
-def _redis(workdir: Path) -> Iterator[str]:
-    from infra.services import EmbeddedRedis, free_port, redis_reachable
-    from infra.settings import load_settings
-
-    url = load_settings().redis_url
-    if url:
-        yield url
-        return
-    local = "redis://127.0.0.1:6379/0"
-    if redis_reachable(local):
-        yield local
-        return
-    with EmbeddedRedis(port=free_port(), data_dir=workdir / "redis") as server:
-        yield server.url
 
 
 @contextlib.contextmanager
@@ -229,7 +198,7 @@ def bench_sse(args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     gc.freeze()  # the clients' own collections must not show up as server latency
     gc.set_threshold(50_000, 50, 1000)
-    with tempfile.TemporaryDirectory(prefix="racewire-bench-sse-") as tmp, _redis(Path(tmp)) as redis_url:
+    with tempfile.TemporaryDirectory(prefix="racewire-bench-sse-") as tmp, redis_service(Path(tmp)) as redis_url:
         return asyncio.run(_bench_sse(args, redis_url))
 
 
@@ -255,7 +224,7 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
     try:
         with serving_process(redis_url, extra) as (proc, port):
             await asyncio.sleep(0.5)
-            rss_idle = _proc_status(proc.pid, "VmRSS")
+            rss_idle = status_mb(proc.pid, "VmRSS")
             query = "" if args.full else "?delta=1"
             request = (f"GET /api/races/{race_id}/stream{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                        "Accept: text/event-stream\r\n\r\n").encode()
@@ -281,7 +250,7 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
             connected = sum(1 for c in clients if len(c.keys) and c.status == 200)
             connect_s = time.perf_counter() - t_connect
             await asyncio.sleep(1.0)
-            rss_clients = _proc_status(proc.pid, "VmRSS")
+            rss_clients = status_mb(proc.pid, "VmRSS")
             log.info("%d/%d clients connected in %.1f s; server RSS %.0f MB (idle %.0f MB)", connected,
                      args.clients, connect_s, rss_clients, rss_idle)
             baseline = [len(c.keys) for c in clients]
@@ -332,7 +301,7 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
                     break
                 await asyncio.sleep(0.2)
             await asyncio.sleep(1.0)
-            peak_rss = _proc_status(proc.pid, "VmHWM")
+            peak_rss = status_mb(proc.pid, "VmHWM")
             lag = await asyncio.to_thread(_server_lag, port)
             for c in clients:
                 if c.transport is not None:
@@ -356,7 +325,7 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
         for k in sorted(per, key=lambda k: written[k]):
             v = per[k]
             log.warning("t=%6.2f key=%s n=%d p50=%.0f max=%.0f", written[k] - t_first, k, len(v),
-                        _percentile(v, 50) or 0, max(v))
+                        percentile(v, 50) or 0, max(v))
     event_keys = {k for k in written if k >= 0}
     latencies: list[float] = []
     delivered = lost = 0
@@ -383,7 +352,7 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
         "leaderboards_per_client": round(sum(1 for c, skip in zip(clients, baseline, strict=True)
                                              for k in c.keys[skip:] if k < 0) / max(1, connected), 1),
         "delivered": delivered, "lost": lost,
-        "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99),
+        "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
         "max_ms": round(max(latencies), 1) if latencies else None,
         "server_cpu_pct": round((cpu1[0] - cpu0[0]) / write_s * 100), "clients_cpu_pct": round(
             (cpu1[1] - cpu0[1]) / write_s * 100),
@@ -482,7 +451,6 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
     import redis
 
     from dataflows.cli import flow_process
-    from infra.bench import _services
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
     from schemas.model import Lap
@@ -496,7 +464,7 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
     in_redis: dict[tuple[str, int, int], float] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    with _services(workdir) as svc:
+    with services(workdir) as svc:
         create_topics(svc["bootstrap"], partitions=4)
         codec = Codec(make_registry_client(svc["registry_url"]))
         codec.register_all()
@@ -538,8 +506,8 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
                     await asyncio.sleep(0.2)
                 stop.set()
                 await redis_watch
-                peak = {"serving": _proc_status(server.pid, "VmHWM"),
-                        "dataflow": sum(_proc_status(p.pid, "VmHWM")
+                peak = {"serving": status_mb(server.pid, "VmHWM"),
+                        "dataflow": sum(status_mb(p.pid, "VmHWM")
                                         for p in [psutil.Process(flow.pid), *psutil.Process(flow.pid).children(True)])}
         finally:
             flows.close()
@@ -557,10 +525,10 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
     return {
         "benchmark": "latency", "races": args.races, "laps": args.laps, "speed": args.speed,
         "samples": len(latencies), "missing": len(produced) - len(latencies),
-        "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99),
+        "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
         "max_ms": round(max(latencies), 1) if latencies else None,
-        "dataflow_p50_ms": _percentile(to_redis, 50), "dataflow_p99_ms": _percentile(to_redis, 99),
-        "serving_p50_ms": _percentile(redis_to_client, 50), "serving_p99_ms": _percentile(redis_to_client, 99),
+        "dataflow_p50_ms": percentile(to_redis, 50), "dataflow_p99_ms": percentile(to_redis, 99),
+        "serving_p50_ms": percentile(redis_to_client, 50), "serving_p99_ms": percentile(redis_to_client, 99),
         "produce_s": round(produce_s, 1), "peak_rss_mb": round(sum(peak.values()), 1),
         "peak_rss_mb_by_process": {k: round(v, 1) for k, v in peak.items()}, "cpus": os.cpu_count(),
         "load_avg_1m_after": round(os.getloadavg()[0], 2),

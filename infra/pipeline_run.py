@@ -1,0 +1,172 @@
+"""A real race through the real pipeline: ``racewire replay`` (a lap table) and ``racewire
+livetiming`` (a capture of the official feed) produce the race, run the race dataflow on it,
+wait until the race is final in Redis and print the report read back from it
+(:mod:`simulator.report`). The sources only build the records (:mod:`simulator.replay`,
+:mod:`simulator.livetiming`); starting services is this layer's job."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import redis
+
+from dataflows.cli import flow_process
+from dataflows.connectors.producer import ProducerOptions
+from dataflows.connectors.redis_sink import STATE_KEY
+from dataflows.race.state import applied_of
+from infra.bench_harness import services as benchmark_services
+from infra.settings import load_settings
+from infra.topics import create_topics
+from schemas.codec import Codec, make_registry_client
+from schemas.model import InputRecord
+from simulator import livetiming, replay
+from simulator.livetiming import LiveTimingError, load_capture
+from simulator.producer import produce_race
+from simulator.replay import ReplayError, load_race
+from simulator.report import (
+    FLOW_TIMEOUT_S,
+    SETTLE_S,
+    ReportSource,
+    build_report,
+    clear_race,
+    read_redis,
+    read_strategy,
+    write_report,
+)
+
+log = logging.getLogger("racewire.replay")
+
+
+def _wait_final(client: Any, race_id: str, records: int, proc: subprocess.Popen[bytes],
+                timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    stable_since: float | None = None
+    last_applied = -1
+    while time.monotonic() < deadline:
+        raw = client.get(STATE_KEY.format(race_id))
+        if raw is not None:
+            doc = json.loads(raw)
+            if doc.get("final"):
+                applied = applied_of(doc["version"])
+                if applied >= records:
+                    return
+                # final, but some records were rejected (see f1.deadletter): wait until quiet
+                if applied != last_applied:
+                    last_applied, stable_since = applied, time.monotonic()
+                elif stable_since is not None and time.monotonic() - stable_since > 5:
+                    log.warning("race %s final with %d of %d records applied: some were rejected "
+                                "(see f1.deadletter)", race_id, applied, records)
+                    return
+        if proc.poll() is not None:
+            raise RuntimeError(f"the race dataflow exited with {proc.returncode} before the race was final")
+        time.sleep(0.2)
+    raise TimeoutError(f"race {race_id} not final in Redis after {timeout_s:.0f} s")
+
+
+def run_through_pipeline(
+    source: ReportSource,
+    speed: float | None = None,
+    workers: int = 1,
+    timeout_s: float = FLOW_TIMEOUT_S,
+    services: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Produce the race, run the race dataflow on it, wait until final; the report from Redis.
+
+    ``services`` (``bootstrap``, ``redis_url``, ``registry_url``) defaults to the configured
+    ``RACEWIRE_*`` services, or embedded ones started for this run.
+    """
+    if services is not None:
+        return _run(source, speed, workers, timeout_s, services)
+    with tempfile.TemporaryDirectory(prefix="racewire-replay-") as tmp, benchmark_services(Path(tmp)) as svc:
+        return _run(source, speed, workers, timeout_s, svc)
+
+
+def _run(source: ReportSource, speed: float | None, workers: int, timeout_s: float,
+         svc: dict[str, str]) -> dict[str, Any]:
+    create_topics(svc["bootstrap"], partitions=max(4, 2 * workers))
+    # spooled under RACEWIRE_DATA_DIR while the broker is away; the topics were just made
+    options = dataclasses.replace(ProducerOptions.from_settings(load_settings()), partitions=None)
+    codec = Codec(make_registry_client(svc["registry_url"]))
+    codec.register_all()
+    client = redis.Redis.from_url(svc["redis_url"])
+    clear_race(client, source.race_id)
+    count = 0
+
+    def counted(_record: InputRecord) -> None:
+        nonlocal count
+        count += 1
+
+    started = time.monotonic()
+    with flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], workers,
+                      os.environ.get("RACEWIRE_DATABASE_URL")) as proc:
+        counts = produce_race(source, {"bootstrap.servers": svc["bootstrap"]}, codec, speed,
+                              on_record=counted, options=options)
+        log.info("race %s: produced %s in %.1f s; waiting for the dataflow", source.race_id, counts,
+                 time.monotonic() - started)
+        _wait_final(client, source.race_id, count, proc, timeout_s)
+        time.sleep(SETTLE_S)
+        state, chart, events = read_redis(client, source.race_id)
+        calls = read_strategy(client, source.race_id)
+    log.info("race %s final in Redis after %.1f s", source.race_id, time.monotonic() - started)
+    client.close()
+    return {**build_report(source.race_id, source.codes(), state, chart, events), "strategy": calls}
+
+
+def run_replay(args: Any) -> int:
+    try:
+        race = load_race(args.path, args.results, args.year, args.round_number, args.race_id)
+    except (ReplayError, OSError) as exc:
+        print(f"racewire replay: {exc}")
+        return 2
+    log.info("race %s: %d drivers, %d laps, %d lap records, %d race-control records", race.race_id,
+             len(race.session.drivers), race.session.total_laps, len(race.laps), len(race.controls))
+    if args.dry_run:
+        print(json.dumps({"race_id": race.race_id, "laps": race.session.total_laps,
+                          "lap_records": len(race.laps), "controls": len(race.controls)}))
+        return 0
+    report = run_through_pipeline(race, args.speed, args.workers, args.timeout)
+    if args.output_json is not None:
+        write_report(report, args.output_json)
+    top = report["classification"][:3]
+    print(json.dumps({"race_id": race.race_id, "podium": [c["driver"] for c in top],
+                      "fastest_lap": report["fastest_lap"], "pit_stops": len(report["pit_stops"]),
+                      "overtakes": len(report["overtakes"]),
+                      "output_json": None if args.output_json is None else str(args.output_json)}))
+    return 0
+
+
+def run_livetiming(args: Any) -> int:
+    try:
+        race = load_capture(args.path, args.race_id)
+    except (LiveTimingError, OSError) as exc:
+        print(f"racewire livetiming: {exc}")
+        return 2
+    log.info("race %s: %d drivers, %d laps, %d lap records, %d race-control records", race.race_id,
+             len(race.session.drivers), race.session.total_laps, len(race.laps), len(race.controls))
+    if args.dry_run:
+        print(json.dumps({"race_id": race.race_id, "laps": race.session.total_laps,
+                          "drivers": len(race.session.drivers), "lap_records": len(race.laps),
+                          "controls": len(race.controls)}))
+        return 0
+    report = run_through_pipeline(race, args.speed, args.workers, args.timeout)
+    if args.output_json is not None:
+        write_report(report, args.output_json)
+    print(json.dumps({"race_id": race.race_id, "order": [c["driver"] for c in report["classification"]],
+                      "fastest_lap": report["fastest_lap"], "pit_stops": len(report["pit_stops"]),
+                      "overtakes": len(report["overtakes"]),
+                      "output_json": None if args.output_json is None else str(args.output_json)}))
+    return 0
+
+
+#: the commands (see ``infra.cli``): arguments from the source's module, the run from here
+REPLAY = SimpleNamespace(add_arguments=replay.add_arguments, run=run_replay)
+LIVETIMING = SimpleNamespace(add_arguments=livetiming.add_arguments, run=run_livetiming)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -35,6 +35,9 @@ from dataflows.race.processor import Rejected as RaceRejected
 from dataflows.race.strategist import Strategist
 from dataflows.race.towers import Tower
 from schemas.model import Commentary, Leaderboard, RaceEvent, Recommendation, Stint
+
+if TYPE_CHECKING:
+    from strategy.models import StrategyModels
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,9 @@ class RaceLogic(StatefulBatchLogic[Any, Any, RaceProcessor]):
     """Bytewax glue around :class:`RaceProcessor` (pure); adds the wall clock."""
 
     def __init__(self, race_id: str, resume: RaceProcessor | None, max_rate_hz: float,
-                 strategy: bool = False) -> None:
+                 strategy: bool = False, models: StrategyModels | None = None) -> None:
         self.proc = resume or RaceProcessor(race_id, max_rate_hz, keep_ref=as_ref,
-                                            strategist=Strategist() if strategy else None)
+                                            strategist=Strategist(models=models) if strategy else None)
         self._session_sent: object = None
         self._size_due = 0.0
 
@@ -158,8 +161,10 @@ def _for_kafka(item: Any) -> bool:
 
 
 def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecFactory,
-                    max_rate_hz: float = 4.0, flow_id: str = "racewire-race", strategy: bool = False) -> Dataflow:
-    """``strategy``: publish strategy calls for every car at the end of every lap."""
+                    max_rate_hz: float = 4.0, flow_id: str = "racewire-race", strategy: bool = False,
+                    models: StrategyModels | None = None) -> Dataflow:
+    """``strategy``: publish strategy calls for every car at the end of every lap, with ``models``
+    (:func:`strategy.models.load_models`; None: the shipped ones)."""
     flow = Dataflow(flow_id)
     messages = op.input("kafka-input", flow, source)
     decoded = op.flat_map_batch("decode", messages, Decoder(codec_factory))
@@ -173,7 +178,7 @@ def build_race_flow(source: Source[Any], sinks: RaceSinks, codec_factory: CodecF
 
     race_in: Any = op.merge("merge-race-input", driver_bad.falses, by_topic.falses)
     race_out = op.key_rm("unkey-race", op.stateful_batch(
-        "race-state", race_in, lambda resume: RaceLogic("", resume, max_rate_hz, strategy)))
+        "race-state", race_in, lambda resume: RaceLogic("", resume, max_rate_hz, strategy, models)))
 
     commentary = op.flat_map("commentary", race_out, _commentary)
     outputs = op.merge("merge-outputs", race_out, commentary, bad.trues, driver_bad.trues)

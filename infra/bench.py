@@ -162,14 +162,15 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
 def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None], workers: int, strategy: bool,
               timeout: float) -> dict[str, Any]:
     """Run the race flow over the produced races until Redis reflects every input record."""
-    from dataflows.cli import flow_process
+    from config.settings import load_settings
     from dataflows.connectors.redis_sink import STRATEGY_KEY, VERSION_KEY
     from dataflows.race.state import applied_of
     from infra.bench_harness import tree_peak_rss_mb
+    from infra.flow_cli import flow_process
 
     spawn = time.perf_counter()
     with flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], workers,
-                      os.environ.get("RACEWIRE_DATABASE_URL"), strategy=strategy) as proc:
+                      load_settings().database_url, strategy=strategy) as proc:
         ps = psutil.Process(proc.pid)
         first: float | None = None
         done_at: float | None = None

@@ -115,8 +115,8 @@ def _postgres(workdir: Path) -> Iterator[tuple[str, str]]:
     URL and the URL whose connections use that schema. The schema is dropped afterwards."""
     import psycopg
 
+    from config.settings import load_settings
     from infra.services import EmbeddedPostgres, free_port, postgres_reachable
-    from infra.settings import load_settings
 
     url = load_settings().database_url
     with contextlib.ExitStack() as stack:

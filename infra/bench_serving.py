@@ -51,6 +51,7 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--full", action="store_true",
                    help="full leaderboard snapshots (default: deltas, as the web page asks for)")
     p.add_argument("--json", action="store_true", help="print only the JSON result")
+    p.add_argument("--debug", action="store_true", help="log each written key's delivery latency (p50, max)")
     p.set_defaults(bench_func=bench_sse)
 
     p = sub.add_parser("latency", help="record produced to Kafka -> SSE client has the updated leaderboard")
@@ -315,7 +316,7 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
         client.close()
         writer.close()
 
-    if os.environ.get("RACEWIRE_BENCH_DEBUG"):
+    if args.debug:
         per: dict[int, list[float]] = {}
         for c, skip in zip(clients, baseline, strict=True):
             for k, t in zip(c.keys[skip:], c.times[skip:], strict=True):
@@ -450,7 +451,8 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
     import psutil
     import redis
 
-    from dataflows.cli import flow_process
+    from config.settings import load_settings
+    from infra.flow_cli import flow_process
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
     from schemas.model import Lap
@@ -472,7 +474,7 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
                "RACEWIRE_SCHEMA_REGISTRY_URL": svc["registry_url"]}
         flows = contextlib.ExitStack()
         flow = flows.enter_context(flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], args.workers,
-                                                os.environ.get("RACEWIRE_DATABASE_URL")))
+                                                load_settings().database_url))
         rclient: Any = redis.Redis.from_url(svc["redis_url"])
         try:
             with serving_process(svc["redis_url"], env=env) as (server, port):

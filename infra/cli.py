@@ -16,7 +16,7 @@ from typing import Any
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("infra.up", "Run the whole system: embedded services, dataflow, serving and a simulated race."),
     "simulate": ("simulator.cli", "Run a synthetic race and produce it to the input topics."),
-    "flow": ("dataflows.cli", "Run a dataflow (e.g. `racewire flow race --workers 2`)."),
+    "flow": ("infra.flow_cli", "Run a dataflow (e.g. `racewire flow race --workers 2`)."),
     "serve": ("serving.cli", "Run the API and the live web leaderboard."),
     "registry": ("infra.registry", "Run racewire's own Confluent-compatible schema registry."),
     "topics": ("infra.topics", "Create racewire's topics on the broker."),
@@ -55,7 +55,7 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser(argv).parse_args(argv)
-    from infra.logs import configure
+    from config.logs import configure
 
     log_format = args.log_format or ("text" if args.command == "up" else "json")
     configure(json=log_format == "json", level=args.log_level)

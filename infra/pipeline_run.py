@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import subprocess
 import tempfile
 import time
@@ -19,12 +18,12 @@ from typing import Any
 
 import redis
 
-from dataflows.cli import flow_process
+from config.settings import load_settings
 from dataflows.connectors.producer import ProducerOptions
 from dataflows.connectors.redis_sink import STATE_KEY
 from dataflows.race.state import applied_of
 from infra.bench_harness import services as benchmark_services
-from infra.settings import load_settings
+from infra.flow_cli import flow_process
 from infra.topics import create_topics
 from schemas.codec import Codec, make_registry_client
 from schemas.model import InputRecord
@@ -107,7 +106,7 @@ def _run(source: ReportSource, speed: float | None, workers: int, timeout_s: flo
 
     started = time.monotonic()
     with flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], workers,
-                      os.environ.get("RACEWIRE_DATABASE_URL")) as proc:
+                      load_settings().database_url) as proc:
         counts = produce_race(source, {"bootstrap.servers": svc["bootstrap"]}, codec, speed,
                               on_record=counted, options=options)
         log.info("race %s: produced %s in %.1f s; waiting for the dataflow", source.race_id, counts,

@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 
+from config.settings import load_settings
 from dataflows.connectors.topics import (
     ALL_TOPICS,
     TOPIC_CONFIGS,
@@ -24,7 +25,6 @@ from dataflows.connectors.topics import (
     create_topics,
     partition_mismatches,
 )
-from infra.settings import load_settings
 
 __all__ = ["ALL_TOPICS", "TOPIC_CONFIGS", "TopicError", "TopicMismatch", "create_topics", "partition_mismatches"]
 

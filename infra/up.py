@@ -236,10 +236,10 @@ def _service_child(name: str, server: Any, after_restart: Callable[[], str | Non
 
 
 def run(args: argparse.Namespace) -> int:
+    from config.settings import load_settings
     from dataflows.connectors.producer import ProducerOptions
     from infra.registry import RegistryServer
     from infra.services import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, ServiceError
-    from infra.settings import load_settings
     from infra.topics import TopicError, create_topics, partition_mismatches
 
     s = load_settings(workers=args.workers)

@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 log = logging.getLogger("racewire.serve")
 
@@ -51,18 +55,17 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _tune_gc() -> None:
+def _tune_gc(settings: Settings) -> None:
     """Fewer, cheaper cyclic collections: thousands of long-lived streams make each full collection
     long (a pause for every client); what is loaded at start-up is frozen out of collections."""
     import gc
-    import os
 
-    if os.environ.get("RACEWIRE_GC_DEFAULT"):
+    if not settings.gc_tuning:
         return
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 1000)
-    if os.environ.get("RACEWIRE_GC_STATS"):
+    if settings.gc_stats:
         import atexit
         import time
 
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from infra.settings import load_settings
+    from config.settings import load_settings
     from serving.app import Server, ServingOptions, create_app
     from serving.auth import Authenticator
 
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(settings, opts)
     except ValueError as exc:
         raise SystemExit(f"racewire serve: {exc}") from None
-    _tune_gc()
+    _tune_gc(settings)
     log.info("serving on http://%s:%d", args.host, settings.http_port)
     config = uvicorn.Config(app, host=args.host, port=settings.http_port,
                             log_level=logging.getLogger().getEffectiveLevel(), access_log=args.access_log,
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    from infra.logs import configure
+    from config.logs import configure
 
     configure(json=True, level=args.log_level)
     return run(args)

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _kafka_target(args: argparse.Namespace) -> tuple[str, str, Any] | None:
     """Bootstrap, registry and the settings: the flags, else the settings; ``None`` (logged) if unset."""
-    from infra.settings import load_settings
+    from config.settings import load_settings
 
     settings = load_settings()
     bootstrap = args.bootstrap or settings.kafka_bootstrap

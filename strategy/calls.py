@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from strategy.montecarlo import (
     simulate,
     tables,
 )
+
+if TYPE_CHECKING:
+    from strategy.models import StrategyModels
 
 __all__ = ["Action", "Call", "recommend", "warm_up"]
 
@@ -291,9 +294,10 @@ def _neighbours(fs: FieldState, i: int, threat: float, overcut: float, behind: i
     return "".join(f"; {p}" for p in parts)
 
 
-def warm_up() -> float:
+def warm_up(models: StrategyModels | None = None) -> float:
     """Compile (or load from cache) every Monte Carlo kernel (the race simulation's and the calls')
-    on a tiny race; returns the seconds it took."""
+    on a tiny race and, given the models, build a tiny situation with them (their first predictions
+    are slow too): the one warm-up, run before the first race needs it. Returns the seconds it took."""
     t = time.perf_counter()
     fs = FieldState(lap=1, total_laps=5, numbers=np.array([1, 2]), gap_s=np.array([0.0, 1.0]),
                     compound=np.array([1, 0]), tyre_age=np.array([1, 1]), pace_s=np.array([90.0, 90.0]),
@@ -301,4 +305,11 @@ def warm_up() -> float:
     model = RaceModel.typical(5)
     simulate(fs, model, n_sims=4)
     recommend(fs, model, n_sims=4)
+    if models is not None:
+        from strategy.field import CarInput, Situation, build
+
+        cars = [CarInput(number=n, code=f"C{n:02d}", gap_s=1.5 * i, compound="MEDIUM", tyre_age=5, stint_lap=5,
+                         recent_laps_s=(90.0, 90.1, 90.2)) for i, n in enumerate(range(1, 5))]
+        built = build(Situation(circuit=None, lap=5, total_laps=20, cars=cars, field_pace_s=90.0), models)
+        recommend(built.field, built.model, n_sims=8, seed=0)
     return time.perf_counter() - t

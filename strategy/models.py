@@ -1,7 +1,9 @@
 """The strategy models as the dataflow and the web API call them.
 
-:meth:`StrategyModels.load` reads the versioned artifacts written by ``racewire train`` (by
-default the ones shipped in ``strategy/artifacts/``; ``RACEWIRE_MODELS_DIR`` overrides). It never
+:func:`load_models` is the one runtime entry: it reads the versioned artifacts written by
+``racewire train`` from the directory it is given (None: the ones shipped in ``strategy/artifacts/``)
+once per process and directory; the dataflow and the API pass ``Settings.models_dir``
+(``RACEWIRE_MODELS_DIR``) and hand the result to their users (this package reads no settings). It never
 raises: a model whose artifact is missing or unreadable falls back to the documented rule-based
 constants below, logs a warning and says why in :meth:`StrategyModels.describe` and in every
 result (``fallback=True``, ``reason``). Circuits the models have not seen use the global
@@ -22,9 +24,9 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +43,12 @@ __all__ = [
     "Prediction",
     "SafetyCarOdds",
     "StrategyModels",
+    "load_models",
 ]
 
 log = logging.getLogger("racewire.strategy.models")
 
 SHIPPED = Path(__file__).resolve().parent / "artifacts"
-ENV_DIR = "RACEWIRE_MODELS_DIR"
 MODEL_NAMES = ("lap_time", "degradation", "safety_car", "pit_loss")
 
 DEFAULT_LAP_S = 90.0
@@ -153,17 +155,20 @@ class StrategyModels:
         self._sc: dict[str, Any] = {}
         self._pit: dict[str, Any] = {}
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as a reference (the directory): a strategist in the dataflow's recovery
+        snapshot finds the process's loaded models again instead of storing them."""
+        return load_models, (self.directory,)
+
     # --------------------------------------------------------------------------------------
     # loading
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> StrategyModels:
-        """Artifacts from ``directory`` (None: ``RACEWIRE_MODELS_DIR`` if set, else the shipped
-        ones). Never raises: what cannot be loaded falls back to rules, with the reason."""
-        if directory is None:
-            env = os.environ.get(ENV_DIR)
-            directory = Path(env) if env else SHIPPED
-        path = Path(directory)
+        """Artifacts from ``directory`` (None: the shipped ones), read now (use :func:`load_models`
+        for the process's shared copy). Never raises: what cannot be loaded falls back to rules,
+        with the reason."""
+        path = Path(directory) if directory is not None else SHIPPED
         manifest: dict[str, Any] | None = None
         problem: str | None = None
         try:
@@ -172,7 +177,7 @@ class StrategyModels:
                 raise ValueError("no 'models' in it")
             manifest = loaded
         except FileNotFoundError:
-            problem = f"no manifest.json in {path}: run `racewire train` or set {ENV_DIR}"
+            problem = f"no manifest.json in {path}: run `racewire train` or set RACEWIRE_MODELS_DIR"
         except (OSError, ValueError) as exc:
             problem = f"unreadable manifest.json in {path} ({exc}): run `racewire train` again"
         self = cls(path, manifest)
@@ -450,3 +455,14 @@ def _status_factor(code: int, factors: dict[str, float]) -> float:
     if code == F.STATUS_YELLOW:
         return float(factors["YELLOW"])
     return 1.0
+
+
+def load_models(directory: str | Path | None = None) -> StrategyModels:
+    """The strategy models from ``directory`` (None: the shipped artifacts), loaded once per
+    process and directory: the one way the dataflow and the API get them."""
+    return _loaded(Path(directory).resolve() if directory is not None else SHIPPED)
+
+
+@cache
+def _loaded(path: Path) -> StrategyModels:
+    return StrategyModels.load(path)

@@ -41,7 +41,6 @@ seed and different plans use common random numbers, and results do not depend on
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,14 +67,12 @@ def _jit(**options: Any) -> Callable[[F], F]:
     """``numba.njit`` with on-disk caching, silently without it where no cache directory is writable."""
 
     def decorate(fn: F) -> F:
-        if os.environ.get("RACEWIRE_NUMBA_CACHE", "1") != "0":
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", numba.NumbaWarning)
-                    return numba.njit(cache=True, **options)(fn)  # type: ignore[no-any-return]
-            except (RuntimeError, OSError):  # no locator: package and user cache dir read-only
-                pass
-        return numba.njit(cache=False, **options)(fn)  # type: ignore[no-any-return]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", numba.NumbaWarning)
+                return numba.njit(cache=True, **options)(fn)  # type: ignore[no-any-return]
+        except (RuntimeError, OSError):  # no locator: package and user cache dir read-only
+            return numba.njit(cache=False, **options)(fn)  # type: ignore[no-any-return]
 
     return decorate
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass, field, replace
-from functools import cache
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +57,9 @@ class Strategist:
     """Per race: each car's laps, and the calls for a completed lap."""
 
     n_sims: int = DEFAULT_SIMS
+    #: the process's models (:func:`strategy.models.load_models`; None: the shipped ones). Pickled
+    #: as a reference to their directory, so a recovery snapshot does not store them
+    models: StrategyModels | None = field(default=None, compare=False, repr=False)
     laps: dict[int, list[_CarLap]] = field(default_factory=dict)
     #: calls that fell back to the rules (for the logs and tests)
     fallbacks: int = 0
@@ -128,6 +130,13 @@ class Strategist:
                          cars=ordered, track_status=str(state.track_status), field_pace_s=_median(field_laps),
                          pit_loss_s=pit_loss)
 
+    def _models(self) -> StrategyModels:
+        if self.models is None:
+            from strategy.models import load_models
+
+            self.models = load_models()
+        return self.models
+
     def calls(self, state: RaceState, lap: int) -> list[Recommendation]:
         """One call per running car for the end of ``lap``."""
         situation = self.situation(state, lap)
@@ -136,7 +145,7 @@ class Strategist:
         seed = zlib.crc32(f"{state.race_id}:{lap}".encode())
         calls: list[Any]
         try:
-            calls, model = simulate_calls(situation, models(), self.n_sims, seed)
+            calls, model = simulate_calls(situation, self._models(), self.n_sims, seed)
         except Exception as exc:  # the calls must not stop the race flow: the rules answer
             from strategy.rules import rule_calls
 
@@ -167,27 +176,6 @@ def simulate_calls(situation: Situation, strategy_models: StrategyModels, n_sims
     if not calls:
         return rule_calls(situation, "the simulation returned no calls"), "rule-based"
     return calls, model
-
-
-@cache
-def models() -> StrategyModels:
-    """The strategy models of this process (loaded once, from ``RACEWIRE_MODELS_DIR`` or the shipped
-    artifacts; a missing artifact falls back inside)."""
-    from infra.settings import load_settings
-    from strategy.models import StrategyModels
-
-    return StrategyModels.load(load_settings().models_dir)
-
-
-def warm_up() -> None:
-    """Load the models and compile the simulation kernels before the first race needs them."""
-    from strategy.calls import recommend
-    from strategy.field import CarInput, Situation, build
-
-    cars = [CarInput(number=n, code=f"C{n:02d}", gap_s=1.5 * i, compound="MEDIUM", tyre_age=5, stint_lap=5,
-                     recent_laps_s=(90.0, 90.1, 90.2)) for i, n in enumerate(range(1, 5))]
-    built = build(Situation(circuit=None, lap=5, total_laps=20, cars=cars, field_pace_s=90.0), models())
-    recommend(built.field, built.model, n_sims=8, seed=0)
 
 
 def _record(race_id: str, lap: int, c: Any, model: str) -> Recommendation:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 
+from config.settings import Settings
 from serving.auth import Operator
 from serving.deps import RACE_ID_PATTERN, RaceId, RateLimited, SettingsDep, StoreDep
 from serving.store import RaceStore
@@ -28,6 +29,7 @@ from serving.strategy import (
     situation_from_live,
 )
 from strategy.field import Situation
+from strategy.models import StrategyModels, load_models
 
 races = APIRouter(prefix="/races", tags=["strategy"], dependencies=[RateLimited])
 router = APIRouter(tags=["strategy"], dependencies=[RateLimited])
@@ -43,10 +45,9 @@ EXPENSIVE: dict[int | str, dict[str, Any]] = {
     422: {"description": "invalid input, or more work than RACEWIRE_MAX_SIMULATION_WORK (the message says which)"}}
 
 
-def _models() -> Any:
-    from dataflows.race.strategist import models
-
-    return models()
+def _models(settings: Settings) -> StrategyModels:
+    """The process's strategy models (``RACEWIRE_MODELS_DIR``), loaded on first use, once."""
+    return load_models(settings.models_dir)
 
 
 @races.get("/{race_id}/strategy", summary="The strategy calls after the latest lap, and every car's stints",
@@ -75,7 +76,7 @@ async def race_strategy(race_id: RaceId, store: StoreDep) -> dict[str, Any]:
 
 @router.post("/predictions/lap-time", response_model=LapTimeOut, responses=UNPROCESSABLE,
              summary="Predict a lap time (LightGBM model; rule-based fallback says so)")
-def predict_lap_time(body: LapTimeIn) -> dict[str, Any]:
+def predict_lap_time(body: LapTimeIn, settings: SettingsDep) -> dict[str, Any]:
     from strategy.features import LapContext
 
     ctx = LapContext(circuit=body.circuit, lap=body.lap, total_laps=body.total_laps, compound=body.compound,
@@ -83,15 +84,15 @@ def predict_lap_time(body: LapTimeIn) -> dict[str, Any]:
                      gap_ahead_s=body.gap_ahead_s, track_status=body.track_status,
                      recent_laps_s=tuple(body.recent_laps_s), driver_pace_s=body.driver_pace_s,
                      team_pace_s=body.team_pace_s, field_pace_s=body.field_pace_s)
-    pred = _models().lap_time([ctx])
+    pred = _models(settings).lap_time([ctx])
     return {"lap_time_s": round(float(pred.values_s[0]), 3), "model": pred.model, "fallback": pred.fallback,
             "reason": pred.reason}
 
 
 @router.post("/predictions/degradation", response_model=DegradationOut, responses=UNPROCESSABLE,
              summary="Tyre degradation of a compound at a circuit (fuel-corrected), as a curve")
-def predict_degradation(body: DegradationIn) -> dict[str, Any]:
-    deg = _models().degradation(body.circuit, body.compound)
+def predict_degradation(body: DegradationIn, settings: SettingsDep) -> dict[str, Any]:
+    deg = _models(settings).degradation(body.circuit, body.compound)
     deltas = deg.delta_s(body.tyre_ages)
     return {"circuit": deg.circuit, "compound": deg.compound, "linear_s_per_lap": deg.linear_s_per_lap,
             "quadratic_s_per_lap2": deg.quadratic_s_per_lap2, "stderr_s_per_lap": deg.stderr_s_per_lap,
@@ -104,6 +105,7 @@ def predict_degradation(body: DegradationIn) -> dict[str, Any]:
             summary="Safety car, VSC and red flag probability for a lap of a race")
 async def predict_safety_car(
     store: StoreDep,
+    settings: SettingsDep,
     race: Annotated[str, Query(pattern=RACE_ID_PATTERN, description="race id")],
     lap: Annotated[int | None, Query(ge=1, le=200, description="lap (default: the next lap)")] = None,
 ) -> dict[str, Any]:
@@ -120,7 +122,7 @@ async def predict_safety_car(
         raise HTTPException(422,
                             f"lap {lap} is beyond the race distance ({total} laps)")
     circuit = session.get("circuit") or session.get("name")
-    models = _models()
+    models = _models(settings)
     odds = models.safety_car(circuit, lap, total)
     sc, vsc, _red = models.safety_car_curve(circuit, total)
     rest = slice(lap - 1, total)
@@ -144,11 +146,11 @@ async def _situation(store: RaceStore, race_id: str | None, posted: Any) -> Situ
         raise HTTPException(status.HTTP_409_CONFLICT, f"race {race_id!r}: {exc}") from exc
 
 
-def _built(situation: Situation) -> Any:
+def _built(situation: Situation, settings: Settings) -> Any:
     from strategy.field import build
 
     try:
-        return build(situation, _models())
+        return build(situation, _models(settings))
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
 
@@ -194,7 +196,7 @@ async def simulate_race(body: RaceSimIn, store: StoreDep, settings: SettingsDep)
     def work() -> dict[str, Any]:
         from strategy.montecarlo import expected_plans, simulate
 
-        built = _built(situation)
+        built = _built(situation, settings)
         started = time.perf_counter()
         plans = expected_plans(built.field, built.model)
         result = simulate(built.field, built.model, plans, n_sims=body.sims, seed=body.seed)
@@ -225,7 +227,7 @@ async def simulate_race(body: RaceSimIn, store: StoreDep, settings: SettingsDep)
 async def optimal_strategy(body: OptimalIn, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     from strategy.plans import optimal
 
-    return await _for_car(store, body, OPTIMAL_RUNS, settings.max_simulation_work, lambda built: optimal(
+    return await _for_car(store, body, OPTIMAL_RUNS, settings, lambda built: optimal(
         built.field, built.model, body.driver, n_sims=body.sims, seed=body.seed, top=body.top,
         screen=OPTIMAL_SCREEN))
 
@@ -245,17 +247,17 @@ async def compare_strategies(body: CompareIn, store: StoreDep, settings: Setting
             raise HTTPException(422, str(exc)) from exc
         return compare(built.field, built.model, body.driver, strategies, n_sims=body.sims, seed=body.seed)
 
-    return await _for_car(store, body, len(body.strategies), settings.max_simulation_work, run)
+    return await _for_car(store, body, len(body.strategies), settings, run)
 
 
-async def _for_car(store: RaceStore, body: Any, runs: int, limit: int,
+async def _for_car(store: RaceStore, body: Any, runs: int, settings: Settings,
                    search: Callable[[Any], list[Any]]) -> dict[str, Any]:
     """One car's strategy search on the situation of ``body`` (``runs`` simulations at most), in a worker thread."""
     situation = await _situation(store, body.race_id, body.situation)
-    _bounded(situation, body.sims, runs, limit)
+    _bounded(situation, body.sims, runs, settings.max_simulation_work)
 
     def work() -> dict[str, Any]:
-        built = _built(situation)
+        built = _built(situation, settings)
         car = _car(built, body.driver)
         started = time.perf_counter()
         outcomes = search(built)

@@ -1,6 +1,6 @@
 """Helpers for fault tests that run the real race dataflow against a race produced while it runs.
 
-A test simulates a race, produces its first part, starts the flow (``dataflows.cli.flow_process``),
+A test simulates a race, produces its first part, starts the flow (``infra.flow_cli.flow_process``),
 injects a fault (a server stopped, Redis flushed), produces the rest and compares the final Redis
 and PostgreSQL contents with the truth: the simulator's ground truth, the produced lap chart and
 the flow's own Kafka output topics (which the fault does not touch).

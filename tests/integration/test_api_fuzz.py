@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import redis
 
+from config.settings import Settings
 from dataflows.connectors.redis_sink import RedisWriter
-from infra.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import play, race_outputs, write_session
 from serving.testing import serve_in_thread

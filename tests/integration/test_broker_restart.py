@@ -24,8 +24,8 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from config.settings import Settings
 from infra.services import EmbeddedKafka, free_port
-from infra.settings import Settings
 from schemas.codec import INPUT_TOPICS, Codec, make_registry_client
 from serving.app import ServingOptions, create_app
 from serving.testing import serve_in_thread

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import redis
 
+from config.settings import Settings
 from dataflows.connectors.redis_sink import BoardUpdate, RedisWriter
-from infra.settings import Settings
 from schemas.model import RaceEvent
 from serving.app import ServingOptions, create_app
 from serving.replay import race_outputs, write_session

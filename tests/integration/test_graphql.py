@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from config.settings import Settings
 from dataflows.race.processor import LapChart
-from infra.settings import Settings
 from schemas.model import RaceEvent
 from serving.app import create_app
 from serving.testing import serve_in_thread

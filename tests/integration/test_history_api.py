@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from config.settings import Settings
 from dataflows.race.driver import DriverUpdate
 from dataflows.race.processor import LapChart
-from infra.settings import Settings
 from schemas.model import Stint
 from serving.app import ServingOptions, create_app
 from serving.testing import serve_in_thread

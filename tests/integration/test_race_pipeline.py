@@ -21,9 +21,9 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from dataflows.cli import flow_process
 from dataflows.connectors.redis_sink import EVENTS_KEY, STATE_KEY
 from dataflows.race.state import applied_of
+from infra.flow_cli import flow_process
 from schemas.codec import Codec, make_registry_client
 from schemas.model import Lap, Telemetry
 from simulator.race import RaceSimulator

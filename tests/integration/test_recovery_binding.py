@@ -14,10 +14,10 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from dataflows.cli import _recovery_mismatch
 from dataflows.connectors.kafka import CONSUMER_TUNING
 from dataflows.connectors.kafka_source import RawKafkaSource, RecoveryMismatch
 from dataflows.metrics import INPUT_RESETS
+from infra.flow_cli import _recovery_mismatch
 from infra.services import EmbeddedKafka, free_port
 
 TOPIC = "binding.test"

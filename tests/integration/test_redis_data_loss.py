@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from dataflows.cli import flow_process
+from config.settings import Settings
 from dataflows.connectors.redis_sink import (
     LAPCHART_KEY,
     RACES_KEY,
@@ -29,8 +29,8 @@ from dataflows.connectors.redis_sink import (
     STRATEGY_HISTORY_KEY,
     STRATEGY_KEY,
 )
+from infra.flow_cli import flow_process
 from infra.services import EmbeddedKafka, EmbeddedRedis, free_port
-from infra.settings import Settings
 from infra.topics import create_topics
 from schemas.codec import Codec, make_registry_client
 from schemas.model import Commentary, RaceEvent, Recommendation, Stint

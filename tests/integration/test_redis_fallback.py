@@ -19,12 +19,12 @@ import redis
 import redis.asyncio as aioredis
 from psycopg.conninfo import make_conninfo
 
+from config.settings import Settings
 from dataflows.connectors.pg_sink import PgWriter
 from dataflows.connectors.redis_sink import RedisWriter
 from infra.cli import main as cli_main
 from infra.migrate import migrate
 from infra.rebuild_cache import rebuild
-from infra.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.testing import serve_in_thread
 from tests.integration.test_pg_sink import _race

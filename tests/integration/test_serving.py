@@ -21,8 +21,8 @@ import orjson
 import pytest
 import redis
 
+from config.settings import Settings
 from dataflows.connectors.redis_sink import EVENTS_KEY, RedisWriter
-from infra.settings import Settings
 from schemas.model import Commentary, RaceEvent
 from serving.app import ServingOptions, create_app
 from serving.replay import Output, play, race_outputs, write_session

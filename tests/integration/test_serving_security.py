@@ -20,9 +20,9 @@ import httpx
 import pytest
 import redis
 
+from config.settings import Settings
 from dataflows.connectors.redis_sink import RedisWriter
 from infra.services import free_port, free_ports
-from infra.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import play, race_outputs, write_session
 from serving.testing import serve_in_thread
@@ -399,7 +399,7 @@ def test_health_reports_the_dataflow_from_its_status_documents(http: httpx.Clien
 
 
 def test_log_lines_are_json_with_the_request_id(http: httpx.Client, capfd: pytest.CaptureFixture[str]) -> None:
-    from infra.logs import configure
+    from config.logs import configure
 
     configure(json=True, level="INFO")
     try:

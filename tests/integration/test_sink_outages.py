@@ -19,8 +19,8 @@ import psycopg
 import pytest
 import redis
 
-from dataflows.cli import flow_process
 from dataflows.connectors.redis_sink import LAPCHART_KEY
+from infra.flow_cli import flow_process
 from infra.services import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, free_port, free_ports
 from infra.topics import create_topics
 from schemas.codec import Codec, make_registry_client

@@ -10,8 +10,8 @@ import httpx
 import pytest
 import redis
 
+from config.settings import Settings
 from dataflows.connectors.redis_sink import RedisWriter
-from infra.settings import Settings
 from schemas.model import Recommendation
 from serving.app import ServingOptions, create_app
 from serving.replay import Output, play, race_outputs, write_session

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from config.settings import Settings
 from infra.cli import COMMANDS
-from infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,6 +15,7 @@ from dataflows.race.strategist import Strategist
 from schemas.model import Lap, Recommendation, Session, Stint, Telemetry
 from simulator.race import RaceSimulator
 from strategy.field import CarInput, Situation, build
+from strategy.models import load_models
 from strategy.montecarlo import COMPOUNDS
 from strategy.rules import rule_calls, tyre_life_laps
 
@@ -143,7 +144,7 @@ def test_rules_stop_a_car_on_its_only_compound_and_leave_one_that_can_reach_the_
 
 
 def test_live_degradation_moves_the_model_and_bad_situations_are_refused() -> None:
-    models = strategist_module.models()
+    models = load_models()
     cars = [CarInput(number=n, code=f"C{n}", gap_s=float(n), compound="MEDIUM", tyre_age=10, stint_lap=10,
                      recent_laps_s=(95.0, 95.1, 95.2)) for n in range(1, 6)]
     base = build(Situation(circuit="Bahrain Grand Prix", lap=10, total_laps=57, cars=cars), models)
@@ -167,7 +168,7 @@ def _bahrain_field(pitting: bool) -> Situation:
 
 
 def test_a_car_on_its_in_lap_rejoins_on_new_tyres_and_is_not_told_to_box() -> None:
-    models = strategist_module.models()
+    models = load_models()
     before = build(_bahrain_field(pitting=False), models)
     built = build(_bahrain_field(pitting=True), models)
     f = built.field

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from strategy.models import SHIPPED, LapContext, StrategyModels
+from config.settings import load_settings
+from strategy.models import SHIPPED, LapContext, StrategyModels, load_models
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +127,20 @@ def test_one_corrupt_artifact_falls_back_alone(tmp_path: Path, monkeypatch: pyte
     shutil.copytree(SHIPPED, art)
     (art / "lap_time.txt.gz").write_bytes(b"garbage")
     monkeypatch.setenv("RACEWIRE_MODELS_DIR", str(art))
-    m = StrategyModels.load()
+    m = load_models(load_settings().models_dir)  # as the flow and the API load them
     d = m.describe()["models"]
     assert d["lap_time"]["status"] == "fallback" and "lap_time" in d["lap_time"]["reason"]
     assert d["degradation"]["status"] == "loaded"
     p = m.lap_time([bahrain()])
     assert p.fallback and 95 < p.values_s[0] < 97.5
+
+
+def test_models_load_once_per_directory_and_pickle_as_a_reference(tmp_path: Path) -> None:
+    import pickle
+
+    shipped = load_models()
+    assert load_models(SHIPPED) is shipped and load_models(None) is shipped  # one copy per process
+    assert pickle.loads(pickle.dumps(shipped)) is shipped  # a recovery snapshot stores the directory only
+    assert len(pickle.dumps(shipped)) < 500
+    other = load_models(tmp_path)
+    assert other is not shipped and other.describe()["models"]["lap_time"]["status"] == "fallback"

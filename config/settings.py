@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # serving
     api_key: SecretStr = Field(SecretStr("dev-key"), description="API key for write and admin endpoints")
     events_stream_maxlen: int = Field(20000, ge=100, description="cap of each race's Redis event stream")
+    gc_tuning: bool = Field(True, description="serving: freeze start-up objects and collect cycles less often "
+                            "(false: Python's default collector, for comparison)")
+    gc_stats: bool = Field(False, description="serving: log the number and longest pause of cyclic collections "
+                           "at exit")
 
     # serving: security and abuse limits (issue 11)
     api_keys: SecretStr = Field(

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
-    from infra.settings import load_settings
+    from config.settings import load_settings
 
     s = load_settings(kafka_bootstrap=args.bootstrap, redis_url=args.redis_url,
                       schema_registry_url=args.registry_url, workers=args.workers,
@@ -92,17 +92,18 @@ def build(args: argparse.Namespace) -> Any:
         pg=pg,
     )
     strategy = s.strategy and not args.no_strategy
+    models = None
     if strategy:  # load the models and compile the simulation before the first lap needs them
-        import time
+        from strategy.calls import warm_up
+        from strategy.models import load_models
 
-        from dataflows.race.strategist import models, warm_up
-
-        started = time.perf_counter()
-        warm_up()
-        log.info("strategy ready: %s", {"models": models().version, "seconds": round(time.perf_counter() - started, 1)})
+        models = load_models(s.models_dir)
+        seconds = warm_up(models)
+        log.info("strategy ready: %s", {"models": models.version, "seconds": round(seconds, 1)})
     source = make_source(s.kafka_bootstrap, recovery_hint=f"--recovery-dir {args.recovery_dir}",
                          fetch_wait_ms=s.kafka_fetch_wait_ms)
-    return build_race_flow(source, sinks, codec_factory, s.leaderboard_max_rate_hz, strategy=strategy)
+    return build_race_flow(source, sinks, codec_factory, s.leaderboard_max_rate_hz, strategy=strategy,
+                           models=models)
 
 
 def _recovery(args: argparse.Namespace, workers: int) -> Any:

@@ -2,6 +2,7 @@
 FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY config config
 COPY schemas schemas
 COPY dataflows dataflows
 COPY simulator simulator

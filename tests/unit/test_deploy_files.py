@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +77,16 @@ def test_compose_services_run_real_commands() -> None:
     assert "KAFKA_PROCESS_ROLES" in services["kafka"]["environment"]  # KRaft, no ZooKeeper
     for name in ("topics", "flow", "serving", "simulator"):
         assert services[name]["command"][0] in COMMANDS, name
+    copied = set()
     for line in (ROOT / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY ") and "--from" not in line:
             for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), src
+                copied.add(src)
+    # the image installs every package the wheel is built from (a package left out breaks every import of it)
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        packages = tomllib.load(f)["tool"]["mypy"]["packages"]
+    assert set(packages) <= copied, sorted(set(packages) - copied)
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")

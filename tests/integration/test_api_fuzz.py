@@ -23,10 +23,10 @@ import pytest
 import redis
 
 from dataflows.connectors.redis_sink import RedisWriter
+from infra.bench_harness import serve_in_thread
 from infra.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import play, race_outputs, write_session
-from serving.testing import serve_in_thread
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

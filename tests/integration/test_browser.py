@@ -20,11 +20,11 @@ import pytest
 import redis
 
 from dataflows.connectors.redis_sink import BoardUpdate, RedisWriter
+from infra.bench_harness import serve_in_thread
 from infra.settings import Settings
 from schemas.model import RaceEvent
 from serving.app import ServingOptions, create_app
 from serving.replay import race_outputs, write_session
-from serving.testing import serve_in_thread
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,11 +21,11 @@ import pytest
 import redis
 
 from dataflows.connectors.redis_sink import RedisWriter
+from infra.bench_harness import serve_in_thread
 from infra.services import free_port, free_ports
 from infra.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import play, race_outputs, write_session
-from serving.testing import serve_in_thread
 
 pytestmark = pytest.mark.integration
 

@@ -1,11 +1,15 @@
-"""What every benchmark shares: the services it runs against (configured ones, else embedded ones
-started for the run) and the memory high-water mark of a process tree."""
+"""What every benchmark (and the tests) share: the services it runs against (configured ones, else
+embedded ones started for the run), the app under a real uvicorn in a thread, and the memory
+high-water mark of a process tree."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -45,6 +49,32 @@ def redis_service(workdir: Path) -> Iterator[str]:
         return
     with EmbeddedRedis(port=free_port(), data_dir=workdir / "redis") as server:
         yield server.url
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, port: int | None = None, startup_timeout_s: float = 15.0) -> Iterator[str]:
+    """Run ``app`` under uvicorn on 127.0.0.1 in a background thread; yields its base URL."""
+    import uvicorn
+
+    from infra.services import free_port
+    from serving.app import Server
+
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=5, proxy_headers=False)  # as `racewire serve`: the app decides
+    server = Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the test server on port {port} did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
 
 
 def status_mb(pid: int, field: str) -> float:

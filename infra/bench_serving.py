@@ -81,7 +81,7 @@ def serving_process(redis_url: str, extra_args: list[str] | None = None,
     """``python -m serving.cli`` on a free port; yields the process and the port once healthy."""
     import httpx
 
-    from serving.testing import free_port
+    from infra.services import free_port
 
     port = free_port()
     cmd = [sys.executable, "-m", "serving.cli", "--log-level", "WARNING", "--port", str(port), "--rate-limit", "0",

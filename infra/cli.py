@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulator.cli", "Run a synthetic race and produce it to the input topics."),
     "flow": ("infra.flow_cli", "Run a dataflow (e.g. `racewire flow race --workers 2`)."),
     "serve": ("serving.cli", "Run the API and the live web leaderboard."),
-    "registry": ("infra.registry", "Run racewire's own Confluent-compatible schema registry."),
+    "registry": ("infra.registry.server", "Run racewire's own Confluent-compatible schema registry."),
     "topics": ("infra.topics", "Create racewire's topics on the broker."),
     "bench": ("infra.bench", "Benchmarks that print JSON (pipeline, ...)."),
     "replay": ("infra.pipeline_run:REPLAY", "Replay a real race from a lap table through the pipeline."),

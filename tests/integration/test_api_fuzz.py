@@ -24,9 +24,9 @@ import redis
 
 from config.settings import Settings
 from dataflows.connectors.redis_sink import RedisWriter
+from infra.bench_harness import serve_in_thread
 from serving.app import ServingOptions, create_app
 from serving.replay import play, race_outputs, write_session
-from serving.testing import serve_in_thread
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -25,10 +25,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from config.settings import Settings
+from infra.bench_harness import serve_in_thread
 from infra.services import EmbeddedKafka, free_port
 from schemas.codec import INPUT_TOPICS, Codec, make_registry_client
 from serving.app import ServingOptions, create_app
-from serving.testing import serve_in_thread
 from simulator.producer import record_key
 from simulator.race import RaceSimulator
 

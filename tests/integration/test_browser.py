@@ -21,10 +21,10 @@ import redis
 
 from config.settings import Settings
 from dataflows.connectors.redis_sink import BoardUpdate, RedisWriter
+from infra.bench_harness import serve_in_thread
 from schemas.model import RaceEvent
 from serving.app import ServingOptions, create_app
 from serving.replay import race_outputs, write_session
-from serving.testing import serve_in_thread
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

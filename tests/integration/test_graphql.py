@@ -11,9 +11,9 @@ import pytest
 
 from config.settings import Settings
 from dataflows.race.processor import LapChart
+from infra.bench_harness import serve_in_thread
 from schemas.model import RaceEvent
 from serving.app import create_app
-from serving.testing import serve_in_thread
 
 # the same server options as the REST history tests; the `stored` race is in conftest.py
 from tests.integration.test_history_api import FAST

@@ -12,9 +12,9 @@ import pytest
 from config.settings import Settings
 from dataflows.race.driver import DriverUpdate
 from dataflows.race.processor import LapChart
+from infra.bench_harness import serve_in_thread
 from schemas.model import Stint
 from serving.app import ServingOptions, create_app
-from serving.testing import serve_in_thread
 from strategy.representative import is_representative
 
 FAST = ServingOptions(rate_limit_per_s=0, sse_ping_s=1, sse_block_ms=500, sse_linger_s=0.5)

@@ -29,6 +29,7 @@ from dataflows.connectors.redis_sink import (
     STRATEGY_HISTORY_KEY,
     STRATEGY_KEY,
 )
+from infra.bench_harness import serve_in_thread
 from infra.flow_cli import flow_process
 from infra.services import EmbeddedKafka, EmbeddedRedis, free_port
 from infra.topics import create_topics
@@ -36,7 +37,7 @@ from schemas.codec import Codec, make_registry_client
 from schemas.model import Commentary, RaceEvent, Recommendation, Stint
 from serving.app import ServingOptions, create_app
 from serving.replay import session_document
-from serving.testing import SSEParser, serve_in_thread
+from serving.sse.framing import SSEParser
 from tests.integration.live_race import (
     check_against_truth,
     output_topic,

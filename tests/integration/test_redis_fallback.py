@@ -22,11 +22,11 @@ from psycopg.conninfo import make_conninfo
 from config.settings import Settings
 from dataflows.connectors.pg_sink import PgWriter
 from dataflows.connectors.redis_sink import RedisWriter
+from infra.bench_harness import serve_in_thread
 from infra.cli import main as cli_main
 from infra.migrate import migrate
 from infra.rebuild_cache import rebuild
 from serving.app import ServingOptions, create_app
-from serving.testing import serve_in_thread
 from tests.integration.test_pg_sink import _race
 
 FAST = ServingOptions(rate_limit_per_s=0, sse_ping_s=1, sse_block_ms=500, sse_linger_s=0.5)

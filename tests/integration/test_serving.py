@@ -23,10 +23,11 @@ import redis
 
 from config.settings import Settings
 from dataflows.connectors.redis_sink import EVENTS_KEY, RedisWriter
+from infra.bench_harness import serve_in_thread
 from schemas.model import Commentary, RaceEvent
 from serving.app import ServingOptions, create_app
 from serving.replay import Output, play, race_outputs, write_session
-from serving.testing import SSEEvent, SSEParser, serve_in_thread
+from serving.sse.framing import SSEEvent, SSEParser
 
 pytestmark = pytest.mark.integration
 

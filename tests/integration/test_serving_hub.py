@@ -14,7 +14,7 @@ from dataflows.connectors.redis_sink import EVENTS_KEY, RedisWriter
 from schemas.model import EventType, RaceEvent
 from serving.replay import play, race_outputs
 from serving.sse import Hub, StreamHooks, client_stream
-from serving.testing import SSEParser
+from serving.sse.framing import SSEParser
 
 pytestmark = pytest.mark.integration
 
@@ -165,9 +165,9 @@ def test_500_clients_churning_through_the_whole_app_leave_nothing_behind(redis_u
     import httpx
 
     from config.settings import Settings
+    from infra.bench_harness import serve_in_thread
     from serving.app import ServingOptions, create_app
     from serving.replay import write_session
-    from serving.testing import serve_in_thread
 
     session, outputs = race_outputs(unique_race_id, seed=2, laps=3)
     writer = RedisWriter(redis_url)

@@ -6,7 +6,7 @@ For every schema:
 (a) the newest history version equals the current schema, so a change cannot land without a
     new history version;
 (b) each version is BACKWARD compatible with the one before it, checked with the function
-    racewire's registry applies on registration (:func:`infra.registry.compatibility_problems`);
+    racewire's registry applies on registration (:func:`infra.registry.compat.compatibility_problems`);
 (c) records written with every older version decode with the current schema (fastavro schema
     resolution, and the codec through a registry).
 

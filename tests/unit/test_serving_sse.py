@@ -10,9 +10,9 @@ from sse_starlette.event import ServerSentEvent
 
 from serving.ingest import to_datum
 from serving.ratelimit import RateLimiter
-from serving.sse import RESYNC, Message, Subscriber, encode_frame, leaderboard_id, parse_last_event_id
+from serving.sse.framing import Message, SSEParser, encode_frame, leaderboard_id, parse_last_event_id
+from serving.sse.hub import RESYNC, Subscriber
 from serving.store import StreamEntry, StreamId
-from serving.testing import SSEParser
 
 
 def test_frames_are_byte_for_byte_sse() -> None:
@@ -142,7 +142,7 @@ def test_avro_check_unions_and_enums() -> None:
 
 
 def test_leaderboard_delta_round_trips() -> None:
-    from serving.sse import leaderboard_delta
+    from serving.sse.framing import leaderboard_delta
 
     old = {"version": 7, "lap": 2, "hero": None, "rows": [
         {"driver_number": 1, "code": "AAA", "progress": 2.5, "gap_ms": None},

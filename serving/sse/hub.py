@@ -1,44 +1,30 @@
-"""Live fan-out: one Redis reader per race per process, many SSE clients.
+"""Live fan-out: one Redis reader per race per process, many subscribers.
 
-See ``serving/ARCHITECTURE.md`` for the picture. In short:
-
-* :class:`Hub` (one per process) owns one :class:`RaceChannel` per race that has clients. A channel
-  runs one task that ``XREAD BLOCK``\\s ``race:{id}:events`` and ``race:{id}:updates``, turns each
-  entry into a :class:`Message` whose SSE frame is encoded once, and appends it to every
-  subscriber's bounded queue without awaiting, so a slow client never slows the reader or the others.
-* A subscriber whose queue overflows is marked; its stream resynchronises from Redis (replays what
-  it missed after its cursor, then the current leaderboard) instead of holding the backlog.
-* :func:`client_stream` is the body of one SSE response: it subscribes *before* reading Redis, replays
-  the stream entries after the client's cursor, sends the current leaderboard, then relays live
-  messages, dropping any it has already sent (ids compare as integers), so nothing is lost or sent twice.
-
-SSE ids: an ``event``/``commentary`` message's id is its ``race:{id}:events`` entry id. A
-``leaderboard`` message's id is ``<events cursor>.v<version>``: the last events-stream id the client
-has been sent plus the snapshot version (entry ids of two different streams do not form one order,
-so the events cursor is what resuming needs; the version avoids resending an unchanged snapshot).
+:class:`Hub` (one per process) owns one :class:`RaceChannel` per race that has clients. A channel
+runs one task that ``XREAD BLOCK``\\s ``race:{id}:events`` and ``race:{id}:updates``, turns each
+entry into a :class:`~serving.sse.framing.Message` whose SSE frame is encoded once, and appends it
+to every :class:`Subscriber`'s bounded queue without awaiting, so a slow client never slows the
+reader or the others. A subscriber whose queue overflows holds a single :data:`RESYNC` marker
+instead: its client catches up from Redis (:mod:`serving.sse.client`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
-from sse_starlette.event import ServerSentEvent
 
+from serving.sse.framing import Message, leaderboard_delta
 from serving.store import EVENTS_KEY, UPDATES_KEY, ZERO, RaceStore, StreamEntry, StreamId
 
 log = logging.getLogger("racewire.serving.sse")
 
-#: SSE ``retry:`` sent with the first frame: how soon a browser reconnects (ms)
-RETRY_MS = 2000
 #: how long stopping a channel waits for its reader beyond one blocking read
 STOP_TIMEOUT_S = 1.0
 #: the slowest the fan-out budget may thin telemetry-only leaderboards to (one per this many seconds)
@@ -46,139 +32,9 @@ MAX_TELEMETRY_INTERVAL_S = 2.0
 #: a held telemetry snapshot goes out this long after its interval ends unless a newer one came first
 #: (a little more than the dataflow's 250 ms between telemetry snapshots)
 TRAILING_GRACE_S = 0.3
-#: replay page size (stream entries per XRANGE)
-REPLAY_PAGE = 500
 #: event ids a channel remembers having broadcast: an event written again under a new stream id (a
 #: race restored after Redis lost it) is not sent twice
 SEEN_EVENT_IDS = 5000
-
-
-# ------------------------------------------------------------------------------------- encoding
-
-
-def encode_frame(event: str, event_id: str, data: bytes | str, retry: int | None = None) -> bytes:
-    """One SSE frame, byte for byte as sse-starlette encodes it (``\\r\\n`` line ends).
-
-    >>> encode_frame("event", "5-0", b'{"a":1}')
-    b'id: 5-0\\r\\nevent: event\\r\\ndata: {"a":1}\\r\\n\\r\\n'
-    """
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
-    return ServerSentEvent(data=text, event=event, id=event_id, retry=retry).encode()
-
-
-def leaderboard_id(cursor: StreamId, version: int) -> str:
-    """SSE id of a leaderboard message.
-
-    >>> leaderboard_id(StreamId(1700000000000, 3), 57)
-    '1700000000000-3.v57'
-    """
-    return f"{cursor}.v{version}"
-
-
-def parse_last_event_id(value: str) -> tuple[StreamId, int]:
-    """Cursor and leaderboard version from a ``Last-Event-ID`` (``-1``: no version).
-
-    >>> parse_last_event_id("1700000000000-3.v57")
-    (StreamId(ms=1700000000000, seq=3), 57)
-    >>> parse_last_event_id("1700000000000-4")
-    (StreamId(ms=1700000000000, seq=4), -1)
-    """
-    value = value.strip()
-    base, sep, version = value.partition(".v")
-    cursor = StreamId.parse(base)
-    if not sep:
-        return cursor, -1
-    if not version.isdigit():
-        raise ValueError(f"not a racewire SSE id (expected '<ms>-<seq>' or '<ms>-<seq>.v<version>'): {value!r}")
-    return cursor, int(version)
-
-
-@dataclass(slots=True, frozen=True)
-class Message:
-    """A message for every client of a race, its SSE frame encoded once.
-
-    For ``event``/``commentary`` messages ``cursor`` is the entry's own id; for ``leaderboard``
-    messages it is the channel's events cursor when the snapshot went out. A leaderboard may also
-    carry a delta against the channel's previous snapshot (version ``base``), for clients that asked
-    for deltas and hold exactly that version.
-    """
-
-    kind: str
-    cursor: StreamId
-    version: int
-    data: bytes
-    frame: bytes
-    written_at: float  # monotonic time the channel received it (for lag metrics)
-    base: int = -1
-    delta: bytes | None = None
-    delta_frame: bytes | None = None
-
-    @classmethod
-    def event(cls, entry: StreamEntry) -> Message:
-        return cls(entry.kind, entry.id, -1, entry.json, encode_frame(entry.kind, str(entry.id), entry.json),
-                   time.monotonic())
-
-    @classmethod
-    def leaderboard(cls, cursor: StreamId, version: int, data: bytes, base: int = -1,
-                    delta: bytes | None = None) -> Message:
-        lid = leaderboard_id(cursor, version)
-        return cls("leaderboard", cursor, version, data, encode_frame("leaderboard", lid, data), time.monotonic(),
-                   base, delta, None if delta is None else encode_frame(DELTA_EVENT, lid, delta))
-
-    def frame_for(self, cursor: StreamId, retry: int | None = None) -> bytes:
-        """This leaderboard's frame with another events cursor in its id (a client ahead of the channel)."""
-        if cursor == self.cursor and retry is None:
-            return self.frame
-        return encode_frame("leaderboard", leaderboard_id(cursor, self.version), self.data, retry)
-
-    def delta_for(self, cursor: StreamId) -> bytes:
-        """The delta frame (only when ``delta`` is set) with the client's events cursor in its id."""
-        assert self.delta is not None and self.delta_frame is not None
-        if cursor == self.cursor:
-            return self.delta_frame
-        return encode_frame(DELTA_EVENT, leaderboard_id(cursor, self.version), self.delta)
-
-
-#: SSE event name of leaderboard deltas (clients that ask with ``?delta=1``)
-DELTA_EVENT = "leaderboard-delta"
-_ROWLESS = ("rows", "positions")
-
-
-def leaderboard_delta(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """What changed from one leaderboard document to the next: changed top-level fields, changed row
-    fields by driver number, the new order when it changed, and changed car positions.
-
-    >>> a = {"version": 1, "lap": 3, "rows": [{"driver_number": 1, "gap_ms": None, "progress": 2.5},
-    ...      {"driver_number": 4, "gap_ms": 800, "progress": 2.4}], "positions": {"1": [0, 0], "4": [5, 5]}}
-    >>> b = {"version": 2, "lap": 3, "rows": [{"driver_number": 4, "gap_ms": None, "progress": 2.6},
-    ...      {"driver_number": 1, "gap_ms": 100, "progress": 2.55}], "positions": {"1": [1, 0], "4": [5, 5]}}
-    >>> d = leaderboard_delta(a, b)
-    >>> d["version"], d["base"], d["order"], d["positions"]
-    (2, 1, [4, 1], {'1': [1, 0]})
-    >>> d["rows"]
-    {'4': {'gap_ms': None, 'progress': 2.6}, '1': {'gap_ms': 100, 'progress': 2.55}}
-    """
-    out: dict[str, Any] = {k: v for k, v in new.items() if k not in _ROWLESS and old.get(k) != v}
-    out["version"] = new.get("version")
-    out["base"] = old.get("version")
-    old_rows = {r.get("driver_number"): r for r in old.get("rows") or []}
-    new_rows = new.get("rows") or []
-    order = [r.get("driver_number") for r in new_rows]
-    if order != [r.get("driver_number") for r in old.get("rows") or []]:
-        out["order"] = order
-    rows: dict[str, Any] = {}
-    for r in new_rows:
-        before = old_rows.get(r.get("driver_number"))
-        changed = r if before is None else {k: v for k, v in r.items() if before.get(k) != v}
-        if changed:
-            rows[str(r.get("driver_number"))] = changed
-    out["rows"] = rows
-    old_pos = old.get("positions") or {}
-    out["positions"] = {k: v for k, v in (new.get("positions") or {}).items() if old_pos.get(k) != v}
-    gone = [k for k in old_pos if k not in (new.get("positions") or {})]
-    if gone:
-        out["positions_removed"] = gone
-    return out
 
 
 class _Resync:
@@ -186,10 +42,7 @@ class _Resync:
 
 
 RESYNC = _Resync()
-_CLOSED = object()
-
-
-# ------------------------------------------------------------------------------------- subscribers
+CLOSED = object()  # queue marker: the hub shut down, the client stream ends
 
 
 class Subscriber:
@@ -224,7 +77,7 @@ class Subscriber:
 
     def close(self) -> None:
         self.closed = True
-        self.items.append(_CLOSED)
+        self.items.append(CLOSED)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -240,9 +93,6 @@ class Subscriber:
         out = list(self.items)
         self.items.clear()
         return out
-
-
-# ------------------------------------------------------------------------------------- channel
 
 
 class RaceChannel:
@@ -401,16 +251,6 @@ def _as_pairs(resp: Any) -> list[tuple[Any, Any]]:
     return [(s, e) for s, e in resp]
 
 
-def _version_of(raw: bytes) -> int:
-    try:
-        return int(orjson.loads(raw).get("version", -1))
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-        return -1
-
-
-# ------------------------------------------------------------------------------------- hub
-
-
 class Hub:
     """All channels of one process. Create one in the app's lifespan; :meth:`close` at shutdown."""
 
@@ -496,131 +336,3 @@ class Hub:
             if channel.linger is not None:
                 channel.linger.cancel()
         await asyncio.gather(*(c.stop() for c in channels), return_exceptions=True)
-
-
-# ------------------------------------------------------------------------------------- one client
-
-
-@dataclass(slots=True)
-class ClientCursor:
-    events: StreamId
-    version: int
-
-
-@dataclass(slots=True, frozen=True)
-class StreamHooks:
-    """Callbacks of one client stream (metrics)."""
-
-    on_open: Callable[[], None] | None = None
-    on_close: Callable[[], None] | None = None
-    on_resync: Callable[[], None] | None = None
-    on_lag: Callable[[float], None] | None = None  # seconds from the channel reading a message to this client
-
-
-NO_HOOKS = StreamHooks()
-
-
-async def client_stream(hub: Hub, race_id: str, last_event_id: str | None, delta: bool = False,
-                        hooks: StreamHooks = NO_HOOKS) -> AsyncIterator[bytes]:
-    """The body of one SSE response (bytes, already framed).
-
-    With no ``last_event_id`` the client starts at the current end of the events stream: the first
-    frame is the current leaderboard. With one, it first gets every events-stream entry after it, in
-    order, then the current leaderboard (unless it already has that version), then live messages.
-    With ``delta``, a live leaderboard goes out as a ``leaderboard-delta`` whenever the client holds
-    exactly the version the delta is based on (else in full).
-    """
-    if last_event_id:
-        cursor, version = parse_last_event_id(last_event_id)
-        fresh = False
-    else:
-        cursor, version = ZERO, -1
-        fresh = True
-    channel, sub = await hub.subscribe(race_id)
-    on_lag = hooks.on_lag
-    if hooks.on_open is not None:
-        hooks.on_open()
-    try:
-        if fresh:
-            cursor = await hub.store.last_event_id(race_id)
-        pos = ClientCursor(cursor, version)
-        first = True
-        # a fresh client starts at the current end: what comes later reaches it through the channel
-        async for chunk in _catch_up(hub, channel, race_id, pos, retry=RETRY_MS, replay=not fresh):
-            first = False
-            yield chunk
-        if first:  # nothing to send yet (no snapshot, no missed events): still tell the retry delay
-            yield b"retry: %d\r\n\r\n" % RETRY_MS
-        while True:
-            items = await sub.get_all()
-            if on_lag is not None and isinstance(items[0], Message):  # channel receipt -> this client's turn
-                on_lag(time.monotonic() - items[0].written_at)
-            out: list[bytes] = []
-            for item in items:
-                if item is _CLOSED:
-                    if out:
-                        yield b"".join(out)
-                    return
-                if item is RESYNC:
-                    if out:
-                        yield b"".join(out)
-                        out = []
-                    if hooks.on_resync is not None:
-                        hooks.on_resync()
-                    async for chunk in _catch_up(hub, channel, race_id, pos):
-                        yield chunk
-                    continue
-                msg: Message = item
-                if msg.kind == "leaderboard":
-                    if msg.version <= pos.version:
-                        continue
-                    if delta and msg.delta is not None and msg.base == pos.version:
-                        out.append(msg.delta_for(pos.events))
-                    else:
-                        out.append(msg.frame_for(pos.events))
-                    pos.version = msg.version
-                else:
-                    if msg.cursor <= pos.events:
-                        continue
-                    pos.events = msg.cursor
-                    out.append(msg.frame)
-            if out:
-                yield b"".join(out)
-    finally:
-        hub.unsubscribe(channel, sub)
-        if hooks.on_close is not None:
-            hooks.on_close()
-
-
-async def _catch_up(hub: Hub, channel: RaceChannel, race_id: str, pos: ClientCursor,
-                    retry: int | None = None, replay: bool = True) -> AsyncIterator[bytes]:
-    """Everything in Redis after ``pos``: missed stream entries, then the current leaderboard."""
-    store = hub.store
-    gap = await store.trimmed_after(race_id, pos.events) if replay else None
-    if gap is not None:
-        note = orjson.dumps({"race_id": race_id, "reason": "trimmed", "oldest_available": str(gap),
-                             "message": "some events after your last id were trimmed from the capped stream"})
-        yield encode_frame("gap", str(pos.events), note, retry)
-        retry = None
-    while replay:
-        entries = await store.events_after(race_id, pos.events, REPLAY_PAGE)
-        if not entries:
-            break
-        frames = []
-        for entry in entries:
-            frames.append(encode_frame(entry.kind, str(entry.id), entry.json, retry))
-            retry = None
-        pos.events = entries[-1].id
-        yield b"".join(frames)
-        if len(entries) < REPLAY_PAGE:
-            break
-    latest = channel.latest
-    if latest is None:
-        latest = await channel.refresh()
-    elif await store.version(race_id) > latest.version:  # the channel has not seen the newest one yet
-        raw = await store.state_raw(race_id)
-        if raw is not None and _version_of(raw) > latest.version:
-            latest = Message.leaderboard(pos.events, _version_of(raw), raw)
-    if latest is not None and latest.version > pos.version:
-        pos.version = latest.version
-        yield latest.frame_for(pos.events, retry)

@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY schemas schemas
 COPY dataflows dataflows
 COPY simulator simulator
+COPY sources sources
 COPY strategy strategy
 COPY serving serving
 COPY infra infra

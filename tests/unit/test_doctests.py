@@ -8,7 +8,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ("schemas", "dataflows", "simulator", "serving", "infra", "strategy")
+PACKAGES = ("schemas", "dataflows", "simulator", "sources", "serving", "infra", "strategy")
 
 
 def _modules() -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import grimp
 
-PACKAGES = ("schemas", "strategy", "dataflows", "simulator", "serving", "infra")
+PACKAGES = ("schemas", "strategy", "dataflows", "simulator", "sources", "serving", "infra")
 
 
 def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:

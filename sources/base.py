@@ -8,8 +8,9 @@ as they arrive; :mod:`sources.produce` takes either to the input topics, paced o
 
 The race-control records that the recorded sources derive the same way (lights out, a
 retirement, the chequered flag) and their event ids are built here, once (:func:`race_start`,
-:func:`retirement`, :func:`chequered`): an event id depends only on the facts, so converting
-the same input twice yields the same ids.
+:func:`retirement`, :func:`chequered`, :func:`session_event_id`, :func:`lap_event_id`): an event
+id depends only on the facts, so converting the same input twice yields the same ids (the
+synthetic race model uses the same scheme for its session and laps).
 """
 
 from __future__ import annotations
@@ -80,6 +81,15 @@ class RecordedRace:
 
 
 # ------------------------------------------------------------------------------ shared records
+
+
+def session_event_id(race_id: str) -> str:
+    return f"{race_id}:session"
+
+
+def lap_event_id(race_id: str, number: int, lap: int) -> str:
+    """A car's lap: ``{race_id}:lap:{number}:{lap}``."""
+    return f"{race_id}:lap:{number}:{lap}"
 
 
 def race_start(race_id: str) -> Control:

@@ -37,7 +37,15 @@ from typing import Any
 import polars as pl
 
 from schemas.model import Control, ControlKind, Driver, Lap, Session, TrackStatus
-from sources.base import RecordedRace, chequered, default_race_id, race_start, retirement
+from sources.base import (
+    RecordedRace,
+    chequered,
+    default_race_id,
+    lap_event_id,
+    race_start,
+    retirement,
+    session_event_id,
+)
 
 #: most severe first: red flag, safety car, VSC, VSC ending, yellow, green
 SEVERITY: tuple[str, ...] = ("5", "4", "6", "7", "2", "1")
@@ -376,7 +384,7 @@ def build_race(rows: list[LapRow], race_id: str, meta: RaceMeta | None = None) -
                 out = car.laps[i + 1].pit_out_time_ms
                 pit_lane = out - r.pit_in_time_ms if out is not None and out > r.pit_in_time_ms else None
             laps.append(Lap(
-                event_id=f"{race_id}:lap:{car.number}:{r.lap}", race_id=race_id,
+                event_id=lap_event_id(race_id, car.number, r.lap), race_id=race_id,
                 driver_number=car.number, lap=r.lap, crossing_ms=car.crossings[i],
                 lap_time_ms=car.lap_times[i], pit_in=r.pit_in, pit_out=r.pit_out and r.lap > 1,
                 pit_lane_ms=pit_lane if r.pit_in else None, compound=r.compound or None,
@@ -419,7 +427,7 @@ def build_race(rows: list[LapRow], race_id: str, meta: RaceMeta | None = None) -
         for c in sorted(cars, key=lambda c: grid.index(c.number))
     ]
     session = Session(
-        event_id=f"{race_id}:session", race_id=race_id, name=meta.name,
+        event_id=session_event_id(race_id), race_id=race_id, name=meta.name,
         circuit=meta.circuit or meta.name, total_laps=winner_laps,
         track_length_m=meta.track_length_m, start_time=meta.start_time, drivers=drivers, grid=grid,
         source=meta.source)

@@ -57,7 +57,15 @@ from pathlib import Path
 from typing import Any
 
 from schemas.model import Control, ControlKind, Driver, Lap, Session, TrackStatus
-from sources.base import RecordedRace, chequered, default_race_id, race_start, retirement
+from sources.base import (
+    RecordedRace,
+    chequered,
+    default_race_id,
+    lap_event_id,
+    race_start,
+    retirement,
+    session_event_id,
+)
 from sources.laptables import most_severe
 
 log = logging.getLogger("racewire.livetiming")
@@ -506,7 +514,7 @@ class FeedConverter:
         sectors += [None] * (3 - len(sectors))
         compound, tyre_age = self._tyres(car.number)
         lap = Lap(
-            event_id=f"{self.race_id}:lap:{car.number}:{n}", race_id=self.race_id,
+            event_id=lap_event_id(self.race_id, car.number, n), race_id=self.race_id,
             driver_number=car.number, lap=n, crossing_ms=crossing, lap_time_ms=lap_time,
             sector1_ms=sectors[0], sector2_ms=sectors[1], sector3_ms=sectors[2],
             pit_in=car.pit_in_lap == n, pit_out=car.pit_out_lap == n and n > 1,
@@ -667,7 +675,7 @@ class FeedConverter:
                                   team_colour=colour if re.fullmatch(r"[0-9A-Fa-f]{6}", colour) else "888888"))
         title = " ".join(x for x in (str(meeting.get("Name") or ""), str(info.get("Name") or "")) if x)
         circuit = meeting.get("Circuit", {}) if isinstance(meeting.get("Circuit"), dict) else {}
-        return Session(event_id=f"{self.race_id}:session", race_id=self.race_id, name=title or "Live timing",
+        return Session(event_id=session_event_id(self.race_id), race_id=self.race_id, name=title or "Live timing",
                        circuit=str(circuit.get("ShortName") or title or ""), total_laps=max(total, 1),
                        track_length_m=0, start_time=self.start_time(), drivers=drivers, grid=grid,
                        source="livetiming")

@@ -6,6 +6,7 @@ COPY config config
 COPY schemas schemas
 COPY dataflows dataflows
 COPY simulator simulator
+COPY sources sources
 COPY strategy strategy
 COPY serving serving
 COPY infra infra

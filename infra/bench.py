@@ -103,8 +103,8 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
 
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
-    from simulator.producer import produce_many
-    from simulator.race import RaceSimulator
+    from sources.produce import produce_many
+    from sources.synthetic import SyntheticRace
 
     tag = uuid.uuid4().hex[:6]
     from infra.bench_harness import services
@@ -113,7 +113,7 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
         create_topics(svc["bootstrap"], partitions=max(4, workers * 2))
         codec = Codec(make_registry_client(svc["registry_url"]))
         codec.register_all()
-        sims = [RaceSimulator(f"bench-{tag}-{i}", seed + i, laps) for i in range(races)]
+        sims = [SyntheticRace(f"bench-{tag}-{i}", seed + i, laps) for i in range(races)]
         t0 = time.perf_counter()
         per_race: dict[str, int] = {}
 

@@ -2,7 +2,7 @@
 then time the history API.
 
 1. **Load**: every lap table (each Grand Prix season and each sprint season, every round in them)
-   is turned into a race by :func:`simulator.replay.build_race`, run through the race flow's own
+   is turned into a race by :func:`sources.laptables.build_race`, run through the race flow's own
    pure logic (:func:`flow_outputs`: per-driver state, race state) and written through
    :class:`~dataflows.connectors.pg_sink.PgWriter`, one race (session, laps, lap charts, towers,
    stints, events) per batch. ``rows_per_s`` = laps stored / seconds spent writing (reading the
@@ -91,7 +91,7 @@ def load_pool(pool: Path) -> tuple[list[Any], list[str]]:
     """Every race of every table in ``pool`` (replayed); and the (table, round) pairs skipped."""
     import polars as pl
 
-    from simulator.replay import RaceMeta, ReplayError, build_race, fastf1_rows
+    from sources.laptables import RaceMeta, ReplayError, build_race, fastf1_rows
 
     races, skipped = [], []
     for kind, season, path in lap_tables(pool):

@@ -456,11 +456,11 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
     from schemas.model import Lap
-    from simulator.producer import produce_many
-    from simulator.race import RaceSimulator
+    from sources.produce import produce_many
+    from sources.synthetic import SyntheticRace
 
     tag = uuid.uuid4().hex[:6]
-    sims = [RaceSimulator(f"lat-{tag}-{i}", args.seed + i, args.laps) for i in range(args.races)]
+    sims = [SyntheticRace(f"lat-{tag}-{i}", args.seed + i, args.laps) for i in range(args.races)]
     produced: dict[tuple[str, int, int], float] = {}
     seen: dict[tuple[str, int, int], float] = {}
     in_redis: dict[tuple[str, int, int], float] = {}

@@ -15,7 +15,7 @@ from typing import Any
 # sub-command → module (or ``module:name``) that provides ``add_arguments(parser)`` and ``run(args) -> int``
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("infra.up", "Run the whole system: embedded services, dataflow, serving and a simulated race."),
-    "simulate": ("simulator.cli", "Run a synthetic race and produce it to the input topics."),
+    "simulate": ("sources.synthetic", "Run a synthetic race and produce it to the input topics."),
     "flow": ("infra.flow_cli", "Run a dataflow (e.g. `racewire flow race --workers 2`)."),
     "serve": ("serving.cli", "Run the API and the live web leaderboard."),
     "registry": ("infra.registry.server", "Run racewire's own Confluent-compatible schema registry."),

@@ -1,11 +1,13 @@
 """A real race through the real pipeline: ``racewire replay`` (a lap table) and ``racewire
 livetiming`` (a capture of the official feed) produce the race, run the race dataflow on it,
 wait until the race is final in Redis and print the report read back from it
-(:mod:`simulator.report`). The sources only build the records (:mod:`simulator.replay`,
-:mod:`simulator.livetiming`); starting services is this layer's job."""
+(:mod:`simulator.report`). The sources only build the records and add their own arguments
+(:mod:`sources.laptables`, :mod:`sources.livetiming`); the options of a run through the pipeline
+(speed, workers, report, timeout, dry run) and starting services are this layer's job."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -27,20 +29,21 @@ from infra.flow_cli import flow_process
 from infra.topics import create_topics
 from schemas.codec import Codec, make_registry_client
 from schemas.model import InputRecord
-from simulator import livetiming, replay
-from simulator.livetiming import LiveTimingError, load_capture
-from simulator.producer import produce_race
-from simulator.replay import ReplayError, load_race
 from simulator.report import (
     FLOW_TIMEOUT_S,
     SETTLE_S,
-    ReportSource,
     build_report,
     clear_race,
     read_redis,
     read_strategy,
     write_report,
 )
+from sources import laptables, livetiming
+from sources.base import Source
+from sources.laptables import ReplayError, load_race
+from sources.livetiming import LiveTimingError, load_capture
+from sources.options import parse_speed
+from sources.produce import produce_race
 
 log = logging.getLogger("racewire.replay")
 
@@ -72,7 +75,7 @@ def _wait_final(client: Any, race_id: str, records: int, proc: subprocess.Popen[
 
 
 def run_through_pipeline(
-    source: ReportSource,
+    source: Source,
     speed: float | None = None,
     workers: int = 1,
     timeout_s: float = FLOW_TIMEOUT_S,
@@ -89,7 +92,7 @@ def run_through_pipeline(
         return _run(source, speed, workers, timeout_s, svc)
 
 
-def _run(source: ReportSource, speed: float | None, workers: int, timeout_s: float,
+def _run(source: Source, speed: float | None, workers: int, timeout_s: float,
          svc: dict[str, str]) -> dict[str, Any]:
     create_topics(svc["bootstrap"], partitions=max(4, 2 * workers))
     # spooled under RACEWIRE_DATA_DIR while the broker is away; the topics were just made
@@ -166,6 +169,22 @@ def run_livetiming(args: Any) -> int:
     return 0
 
 
-#: the commands (see ``infra.cli``): arguments from the source's module, the run from here
-REPLAY = SimpleNamespace(add_arguments=replay.add_arguments, run=run_replay)
-LIVETIMING = SimpleNamespace(add_arguments=livetiming.add_arguments, run=run_livetiming)
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a run through the pipeline, after the source's own arguments."""
+    parser.add_argument("--speed", type=parse_speed, default=None, help="1 = real time, N = N times, max (default)")
+    parser.add_argument("--workers", type=int, default=1, help="dataflow worker processes (default 1)")
+    parser.add_argument("--output-json", type=Path, help="write the report (read back from Redis) here")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the race to be final")
+    parser.add_argument("--dry-run", action="store_true", help="only build the records and print a summary")
+
+
+def _arguments(source_arguments: Any) -> Any:
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        source_arguments(parser)
+        add_run_arguments(parser)
+    return add_arguments
+
+
+#: the commands (see ``infra.cli``): the source's arguments, then the run's, and the run from here
+REPLAY = SimpleNamespace(add_arguments=_arguments(laptables.add_arguments), run=run_replay)
+LIVETIMING = SimpleNamespace(add_arguments=_arguments(livetiming.add_arguments), run=run_livetiming)

@@ -350,12 +350,13 @@ def _replay(args: argparse.Namespace, bootstrap: str, registry_url: str, options
             stop: threading.Event) -> None:
     """Produce a real race from a lap table to the running system (the dataflow is already up)."""
     from schemas.codec import Codec, make_registry_client
-    from simulator.producer import produce_race
-    from simulator.replay import load_race
+    from sources.laptables import load_race
+    from sources.options import parse_speed
+    from sources.produce import produce_race
 
     try:
         race = load_race(args.replay, args.results, None, None, args.race_id)
-        speed = None if str(args.speed) == "max" else float(args.speed)
+        speed = parse_speed(str(args.speed))
         _step(f"replaying {race.race_id} from {args.replay} at speed {args.speed} ...")
         produce_race(race, {"bootstrap.servers": bootstrap}, Codec(make_registry_client(registry_url)), speed,
                      options=options)

@@ -24,6 +24,7 @@ from dataflows.race.driver import DriverState, DriverUpdate
 from dataflows.race.processor import RaceProcessor
 from schemas.model import Lap, Leaderboard, RaceEvent, Recommendation, Session, Stint
 from serving.store import SESSION_KEY
+from sources.base import record_ts
 
 #: session time (ms) between telemetry batches fed to the processor: its clock ticks in these steps
 TICK_MS = 250
@@ -70,7 +71,7 @@ def race_outputs(race_id: str, seed: int, laps: int, max_rate_hz: float = 4.0, s
                 out.append(Output(now_ms, o))
 
     for record in sim.records():
-        ts = int(getattr(record, "ts_ms", None) or getattr(record, "crossing_ms", 0) or 0)
+        ts = record_ts(record)
         if ts - batch_ts >= TICK_MS:
             flush(batch_ts)
             batch_ts = ts - ts % TICK_MS

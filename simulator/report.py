@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
-
-from schemas.model import InputRecord
+from typing import Any
 
 log = logging.getLogger("racewire.replay")
 
@@ -31,14 +28,6 @@ FLOW_TIMEOUT_S = 600.0
 """Give up waiting for the race to be final in Redis after this long (after the last record)."""
 SETTLE_S = 1.0
 """After the race is final, wait this long for the last writes (lap chart, events) to land."""
-
-
-class ReportSource(Protocol):
-    race_id: str
-
-    def records(self) -> Iterator[InputRecord]: ...
-
-    def codes(self) -> dict[int, str]: ...
 
 
 # ------------------------------------------------------------------------------ pure

@@ -88,8 +88,8 @@ class RaceSpec:
 
 @cache
 def _session_ms(seed: int, laps: int) -> int:
-    from simulator.producer import record_ts
     from simulator.race import RaceSimulator
+    from sources.base import record_ts
 
     return max(record_ts(r) for r in RaceSimulator(f"drill-{seed}", seed, laps).records())
 
@@ -413,13 +413,13 @@ def _prefill_long_partition(stack: Stack, spec: RaceSpec) -> dict[str, Any]:
     """Produce the whole race into one-partition topics, one record per batch, before any flow runs."""
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
-    from simulator.producer import produce_race
-    from simulator.race import RaceSimulator
+    from sources.produce import produce_race
+    from sources.synthetic import SyntheticRace
 
     create_topics(stack.kafka.bootstrap, partitions=1)
     codec = Codec(make_registry_client(stack.registry.url))
     started = time.monotonic()
-    counts = produce_race(RaceSimulator(spec.race_id, spec.seed, spec.laps),
+    counts = produce_race(SyntheticRace(spec.race_id, spec.seed, spec.laps),
                           {"bootstrap.servers": stack.kafka.bootstrap, **SMALL_BATCHES}, codec, None)
     return {"produced": counts, "produce_s": round(time.monotonic() - started, 1),
             "telemetry_batches": counts.get("f1.telemetry.car", 0), "partitions": 1,

@@ -19,9 +19,9 @@ import pytest
 
 from infra.pipeline_run import run_through_pipeline
 from schemas.model import Control, ControlKind
-from simulator.livetiming import load_capture
-from simulator.replay import ReplayRace
 from simulator.verify import Official, ergast_race_id, from_ergast, lap_chart_from_table, verify
+from sources.base import RecordedRace
+from sources.livetiming import load_capture
 
 pytestmark = [pytest.mark.slow]
 
@@ -29,7 +29,7 @@ RECORDINGS = Path("livetiming") / "recordings"
 SPRINT_TABLES = Path("laps_pool") / "sprint"
 
 
-def _run(shared_data: Path, name: str, services: dict[str, str]) -> tuple[ReplayRace, dict[str, Any]]:
+def _run(shared_data: Path, name: str, services: dict[str, str]) -> tuple[RecordedRace, dict[str, Any]]:
     race = load_capture(shared_data / RECORDINGS / f"{name}.txt", f"acc-lt-{name[:11]}-{uuid.uuid4().hex[:6]}")
     return race, run_through_pipeline(race, speed=None, timeout_s=60, services=services)
 
@@ -40,12 +40,12 @@ def services(kafka_bootstrap: str, redis_url: str, registry_url: str) -> dict[st
 
 
 @pytest.fixture(scope="module")
-def brazil(shared_data: Path, services: dict[str, str]) -> tuple[ReplayRace, dict[str, Any]]:
+def brazil(shared_data: Path, services: dict[str, str]) -> tuple[RecordedRace, dict[str, Any]]:
     return _run(shared_data, "2024_brazil_sprint", services)
 
 
 @pytest.fixture(scope="module")
-def austin(shared_data: Path, services: dict[str, str]) -> tuple[ReplayRace, dict[str, Any]]:
+def austin(shared_data: Path, services: dict[str, str]) -> tuple[RecordedRace, dict[str, Any]]:
     return _run(shared_data, "2025_austin_sprint", services)
 
 
@@ -76,7 +76,7 @@ def fastf1_official(table: Path, round_number: int, grid: list[str]) -> Official
         lap_chart=chart)
 
 
-def test_brazil_2024_sprint(brazil: tuple[ReplayRace, dict[str, Any]], shared_data: Path) -> None:
+def test_brazil_2024_sprint(brazil: tuple[RecordedRace, dict[str, Any]], shared_data: Path) -> None:
     race, report = brazil
     ergast = shared_data / "ergast"
     official = from_ergast(ergast, ergast_race_id(ergast, 2024, 21), sprint=True)
@@ -102,7 +102,7 @@ def test_brazil_2024_sprint(brazil: tuple[ReplayRace, dict[str, Any]], shared_da
     assert any("VIRTUAL SAFETY CAR INFRINGEMENT" in m for m in stewards)  # the feed announced it
 
 
-def test_austin_2025_sprint(austin: tuple[ReplayRace, dict[str, Any]], shared_data: Path) -> None:
+def test_austin_2025_sprint(austin: tuple[RecordedRace, dict[str, Any]], shared_data: Path) -> None:
     race, report = austin
     codes = race.codes()
     official = fastf1_official(shared_data / SPRINT_TABLES / "transformed_sprint_laps_2025.csv", 19,
@@ -128,8 +128,8 @@ def test_austin_2025_sprint(austin: tuple[ReplayRace, dict[str, Any]], shared_da
     assert any(p.driver_number == 87 for p in penalties)
 
 
-def test_pit_stops_and_report_shape(austin: tuple[ReplayRace, dict[str, Any]],
-                                    brazil: tuple[ReplayRace, dict[str, Any]]) -> None:
+def test_pit_stops_and_report_shape(austin: tuple[RecordedRace, dict[str, Any]],
+                                    brazil: tuple[RecordedRace, dict[str, Any]]) -> None:
     _race, report = austin
     assert set(report) == {"race_id", "laps", "classification", "fastest_lap", "last_lap_hero",
                            "pit_stops", "overtakes", "strategy"}

@@ -29,8 +29,8 @@ from infra.bench_harness import serve_in_thread
 from infra.services import EmbeddedKafka, free_port
 from schemas.codec import INPUT_TOPICS, Codec, make_registry_client
 from serving.app import ServingOptions, create_app
-from simulator.producer import record_key
 from simulator.race import RaceSimulator
+from sources.produce import record_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

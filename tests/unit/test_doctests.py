@@ -5,10 +5,12 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
+import tomllib
+from pathlib import Path
 
 import pytest
 
-PACKAGES = ("schemas", "dataflows", "simulator", "serving", "infra", "strategy")
+PACKAGES = tuple(tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["tool"]["mypy"]["packages"])
 
 
 def _modules() -> list[str]:

@@ -4,9 +4,12 @@ the modules within each package as well."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import grimp
 
-PACKAGES = ("schemas", "strategy", "dataflows", "simulator", "serving", "infra")
+PACKAGES = tuple(tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["tool"]["mypy"]["packages"])
 
 
 def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from schemas.model import Control, ControlKind, Lap, Session, TrackStatus
-from simulator.livetiming import (
+from simulator.report import build_report
+from sources.livetiming import (
     FeedMessage,
     LiveTimingError,
     convert,
@@ -24,7 +25,6 @@ from simulator.livetiming import (
     parse_recording,
     time_ms,
 )
-from simulator.report import build_report
 
 T0 = 1_700_000_000_000  # unix ms of the start
 

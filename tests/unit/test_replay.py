@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from schemas.model import Control, ControlKind, Lap, Session, TrackStatus
-from simulator.replay import (
+from simulator.report import build_report
+from sources.laptables import (
     LapRow,
     ReplayError,
     build_race,
@@ -19,7 +20,6 @@ from simulator.replay import (
     read_table,
     tidy_rows,
 )
-from simulator.report import build_report
 
 TIDY = """driver_code,driver_number,team,lap,lap_time_ms,position,pit_in,compound,tyre_life_laps,\
 track_status,fastf1_pit_in,fastf1_pit_out

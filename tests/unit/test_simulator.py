@@ -18,10 +18,12 @@ import pytest
 
 from schemas.codec import INPUT_TOPICS, OUTPUT_TOPICS, Codec, make_registry_client, parsed_schema
 from schemas.model import Control, ControlKind, InputRecord, Lap, Session, Telemetry, TrackStatus
-from simulator import cli, producer
 from simulator.race import COMPOUNDS, TICK_MS, RaceSimulator
 from simulator.track import GRID_SLOT_SPACING_M, START_LINE_M, default_track
 from simulator.truth import CarLog, Crossing, RaceLog, StatusPeriod, compute_truth
+from sources import produce, synthetic
+from sources.base import record_ts
+from sources.synthetic import SyntheticRace
 
 FULL_LAPS = 50
 FULL_SEED = 34
@@ -87,7 +89,7 @@ def some_race(has: Callable[[Race], bool], laps: int = FULL_LAPS) -> Race:
 
 
 def ts(record: InputRecord) -> int:
-    return producer.record_ts(record)
+    return record_ts(record)
 
 
 @pytest.fixture(scope="module")
@@ -449,10 +451,10 @@ class _FakeProducer:
 
 
 def test_produce_race_keys_and_encodes_every_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(producer, "ResilientProducer", _FakeProducer)
-    sim = RaceSimulator("p-1", 2, 2)
+    monkeypatch.setattr(produce, "ResilientProducer", _FakeProducer)
+    sim = SyntheticRace("p-1", 2, 2)
     codec = Codec(make_registry_client("mock://simulator-tests"))
-    counts = producer.produce_race(sim, {"bootstrap.servers": "unused:9092"}, codec, None, "x.")
+    counts = produce.produce_race(sim, {"bootstrap.servers": "unused:9092"}, codec, None, "x.")
     fake = _FakeProducer.instances[-1]
     assert fake.config["bootstrap.servers"] == "unused:9092" and fake.config["linger.ms"] > 0
     assert fake.closed and fake.name == "simulate-p-1"
@@ -469,17 +471,17 @@ def test_produce_race_keys_and_encodes_every_record(monkeypatch: pytest.MonkeyPa
         assert value[0] == 0
     # telemetry's fast path encodes exactly what to_dict() would
     tel = next(r for r in records if isinstance(r, Telemetry))
-    assert producer.record_dict(tel) == tel.to_dict()
+    assert produce.record_dict(tel) == tel.to_dict()
     value = next(v for t, v, _ in fake.messages if t == "x.f1.telemetry.car")
     decoded = fastavro.schemaless_reader(io.BytesIO(value[5:]), parsed_schema("f1.telemetry.car"), None)
     assert isinstance(decoded, dict) and decoded["event_id"] == tel.event_id
 
 
 def test_produce_many_interleaves_races_by_session_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(producer, "ResilientProducer", _FakeProducer)
-    sims = [RaceSimulator(f"m-{i}", i, 1) for i in range(2)]
+    monkeypatch.setattr(produce, "ResilientProducer", _FakeProducer)
+    sims = [SyntheticRace(f"m-{i}", i, 1) for i in range(2)]
     seen: list[InputRecord] = []
-    counts = producer.produce_many(sims, {}, Codec(make_registry_client("mock://simulator-many")),
+    counts = produce.produce_many(sims, {}, Codec(make_registry_client("mock://simulator-many")),
                                    None, on_record=seen.append)
     assert sum(counts.values()) == len(seen)
     assert {r.race_id for r in seen} == {"m-0", "m-1"}
@@ -490,13 +492,13 @@ def test_produce_many_interleaves_races_by_session_time(monkeypatch: pytest.Monk
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
+    synthetic.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
 def test_cli_dry_run_writes_the_truth(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "truth.json"
-    assert cli.run(_args("--race-id", "c-1", "--seed", "4", "--laps", "2", "--dry-run",
+    assert synthetic.run(_args("--race-id", "c-1", "--seed", "4", "--laps", "2", "--dry-run",
                          "--truth-json", str(out))) == 0
     truth = json.loads(out.read_text())
     sim = RaceSimulator("c-1", 4, 2)
@@ -512,7 +514,7 @@ def test_cli_without_a_broker_says_what_to_do(
 ) -> None:
     monkeypatch.delenv("RACEWIRE_KAFKA_BOOTSTRAP", raising=False)
     monkeypatch.delenv("RACEWIRE_SCHEMA_REGISTRY_URL", raising=False)
-    assert cli.run(_args("--laps", "1")) == 2
+    assert synthetic.run(_args("--laps", "1")) == 2
     err = capsys.readouterr().err
     assert "--bootstrap" in err and "RACEWIRE_KAFKA_BOOTSTRAP" in err and "--dry-run" in err
 

@@ -1,4 +1,5 @@
-"""Live-timing feed adapter: a raw capture of the official F1 live-timing feed → racewire input.
+"""Live-timing captures as a source: a raw capture of the official F1 live-timing feed → racewire
+input. ``racewire livetiming`` runs it through the pipeline (:mod:`infra.pipeline_run`).
 
 Two capture formats are read (see ``../shared/data/README.md``):
 
@@ -56,7 +57,16 @@ from pathlib import Path
 from typing import Any
 
 from schemas.model import Control, ControlKind, Driver, Lap, Session, TrackStatus
-from simulator.replay import ReplayRace, _speed, most_severe
+from sources.base import (
+    RecordedRace,
+    chequered,
+    default_race_id,
+    lap_event_id,
+    race_start,
+    retirement,
+    session_event_id,
+)
+from sources.laptables import most_severe
 
 log = logging.getLogger("racewire.livetiming")
 
@@ -338,8 +348,7 @@ class FeedConverter:
         if self.t0 is not None:
             return
         self.t0 = ts
-        self.controls.append(Control(f"{self.race_id}:start", self.race_id, 0, ControlKind.RACE_START,
-                                     "Lights out", lap=1))
+        self.controls.append(race_start(self.race_id))
         self.track.append((0, self.track_code))
         if self.track_code not in ("1", ""):
             self._track_control(0, self.track_code)
@@ -505,7 +514,7 @@ class FeedConverter:
         sectors += [None] * (3 - len(sectors))
         compound, tyre_age = self._tyres(car.number)
         lap = Lap(
-            event_id=f"{self.race_id}:lap:{car.number}:{n}", race_id=self.race_id,
+            event_id=lap_event_id(self.race_id, car.number, n), race_id=self.race_id,
             driver_number=car.number, lap=n, crossing_ms=crossing, lap_time_ms=lap_time,
             sector1_ms=sectors[0], sector2_ms=sectors[1], sector3_ms=sectors[2],
             pit_in=car.pit_in_lap == n, pit_out=car.pit_out_lap == n and n > 1,
@@ -566,7 +575,7 @@ class FeedConverter:
                 return laps
         return most
 
-    def build(self) -> ReplayRace:
+    def build(self) -> RecordedRace:
         if self.t0 is None:
             raise LiveTimingError("the capture never shows the session started (SessionStatus) "
                                   "and has no timing data")
@@ -609,13 +618,9 @@ class FeedConverter:
             last = done[-1].crossing_ms if done else 0
             gone = car.retired_ms if car.retired_ms is not None else car.stopped_ms
             ts = gone if gone is not None and gone > last else max(last + 1, leader_final)
-            code = self.code(number)
-            controls.append(Control(f"{self.race_id}:retired:{number}", self.race_id, ts, ControlKind.RETIREMENT,
-                                    f"{code} retires on lap {len(done) + 1}", driver_number=number,
-                                    lap=len(done) + 1))
-        controls.append(Control(f"{self.race_id}:chequered", self.race_id, leader_final,
-                                ControlKind.CHEQUERED_FLAG, "Chequered flag", lap=total))
-        return ReplayRace(self.race_id, self.session(total, set(by_car)), laps, controls)
+            controls.append(retirement(self.race_id, number, self.code(number), ts, len(done)))
+        controls.append(chequered(self.race_id, leader_final, total))
+        return RecordedRace(self.race_id, self.session(total, set(by_car)), laps, controls)
 
     def _is_deleted(self, lap: Lap, car_laps: list[Lap]) -> bool:
         """Race control deleted this lap time: matched by car and time (the message's lap number
@@ -670,7 +675,7 @@ class FeedConverter:
                                   team_colour=colour if re.fullmatch(r"[0-9A-Fa-f]{6}", colour) else "888888"))
         title = " ".join(x for x in (str(meeting.get("Name") or ""), str(info.get("Name") or "")) if x)
         circuit = meeting.get("Circuit", {}) if isinstance(meeting.get("Circuit"), dict) else {}
-        return Session(event_id=f"{self.race_id}:session", race_id=self.race_id, name=title or "Live timing",
+        return Session(event_id=session_event_id(self.race_id), race_id=self.race_id, name=title or "Live timing",
                        circuit=str(circuit.get("ShortName") or title or ""), total_laps=max(total, 1),
                        track_length_m=0, start_time=self.start_time(), drivers=drivers, grid=grid,
                        source="livetiming")
@@ -689,7 +694,7 @@ class FeedConverter:
             return datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def convert(messages: Iterable[FeedMessage], race_id: str) -> ReplayRace:
+def convert(messages: Iterable[FeedMessage], race_id: str) -> RecordedRace:
     """Feed messages → a race's records (arrival order and duplicates handled here)."""
     ordered = in_arrival_order(messages)
     conv = FeedConverter(race_id)
@@ -704,23 +709,20 @@ def convert(messages: Iterable[FeedMessage], race_id: str) -> ReplayRace:
     return race
 
 
-def load_capture(path: Path, race_id: str | None = None) -> ReplayRace:
-    return convert(read_capture(path), race_id or default_race_id(path))
+def load_capture(path: Path, race_id: str | None = None) -> RecordedRace:
+    return convert(read_capture(path), race_id or capture_race_id(path))
 
 
-def default_race_id(path: Path) -> str:
-    return "livetiming-" + re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-")
+def capture_race_id(path: Path) -> str:
+    """``livetiming-<name>`` from the capture's file or folder name."""
+    return default_race_id("livetiming", path.stem)
 
 
 # ------------------------------------------------------------------------------ command line
 
 
 def add_arguments(parser: Any) -> None:
-    """``racewire livetiming PATH [--race-id ID] [--speed 1|N|max] [--output-json OUT] [--dry-run]``"""
+    """``racewire livetiming PATH [--race-id ID]`` (the pipeline's own options are added by
+    :mod:`infra.pipeline_run`)."""
     parser.add_argument("path", type=Path, help="recording (.txt) or archive folder of *.jsonStream files")
     parser.add_argument("--race-id", help="race id (default derived from the path)")
-    parser.add_argument("--speed", type=_speed, default=None, help="1 = real time, N = N times, max (default)")
-    parser.add_argument("--workers", type=int, default=1, help="dataflow worker processes (default 1)")
-    parser.add_argument("--output-json", type=Path, help="write the report (read back from Redis) here")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the race to be final")
-    parser.add_argument("--dry-run", action="store_true", help="only build the records and print a summary")

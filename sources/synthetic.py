@@ -1,4 +1,6 @@
-"""``racewire simulate``: run a synthetic race and produce it to the input topics.
+"""The synthetic race as a source: :class:`SyntheticRace` wraps the race model of
+:mod:`simulator.race` (deterministic for a seed, with its ground truth), and ``racewire
+simulate`` runs one or more of them and produces them to the input topics.
 
 Examples::
 
@@ -18,14 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from schemas.model import InputRecord, Lap
+from schemas.model import InputRecord, Lap, Session
 from simulator.race import RaceSimulator
+from sources.base import codes_of
+from sources.options import add_kafka_arguments, kafka_target, parse_speed
 
 log = logging.getLogger("racewire.simulate")
 
@@ -33,16 +37,42 @@ PROGRESS_EVERY_LAPS = 5
 """Log a progress line each time a race's leader completes a multiple of this many laps."""
 
 
-def _speed(text: str) -> float | None:
-    if text.lower() in ("max", "inf"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"speed must be a number or 'max', got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"speed must be positive, got {text!r}")
-    return value
+class SyntheticRace:
+    """A synthetic race (:class:`~simulator.race.RaceSimulator`) as a source.
+
+    >>> race = SyntheticRace("sim-doc", seed=7, laps=2)
+    >>> first = next(race.records())
+    >>> type(first).__name__, race.codes() == {d.number: d.code for d in first.drivers}
+    ('Session', True)
+    """
+
+    def __init__(self, race_id: str, seed: int, laps: int, grid_file: str | Path | None = None) -> None:
+        self.race_id = race_id
+        self.model = RaceSimulator(race_id, seed, laps, grid_file)
+
+    @property
+    def session(self) -> Session:
+        return self.model.session
+
+    def records(self) -> Iterator[InputRecord]:
+        """Every record of the race in session-time order (a fresh, identical run per call)."""
+        return self.model.records()
+
+    def codes(self) -> dict[int, str]:
+        return codes_of(self.model.session)
+
+    def truth(self) -> dict[str, Any]:
+        """Ground truth of the race; available once :meth:`records` has been exhausted."""
+        return self.model.truth()
+
+
+def side_by_side(race_id: str, seed: int, laps: int, races: int,
+                 grid_file: str | Path | None = None) -> list[SyntheticRace]:
+    """``races`` races to run at once: ids ``RACE_ID-1..``, seeds ``SEED..SEED+N-1`` (one race:
+    ``race_id`` and ``seed`` themselves)."""
+    if races == 1:
+        return [SyntheticRace(race_id, seed, laps, grid_file)]
+    return [SyntheticRace(f"{race_id}-{i + 1}", seed + i, laps, grid_file) for i in range(races)]
 
 
 def _positive_int(text: str) -> int:
@@ -57,15 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="random seed; same seed, same race")
     parser.add_argument("--laps", type=_positive_int, default=50, help="race distance (default 50)")
     parser.add_argument(
-        "--speed", type=_speed, default=None,
+        "--speed", type=parse_speed, default=None,
         help="1 = real time, 10 = ten times faster, max = as fast as possible (default max)",
     )
     parser.add_argument("--truth-json", type=Path, help="write the ground truth (JSON) here")
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default RACEWIRE_KAFKA_BOOTSTRAP)")
-    parser.add_argument(
-        "--registry-url", help="schema registry URL (default RACEWIRE_SCHEMA_REGISTRY_URL)"
-    )
-    parser.add_argument("--topics-prefix", default="", help="prefix for every topic name")
+    add_kafka_arguments(parser)
     parser.add_argument("--grid-file", type=Path, help="entry list JSON (default: bundled grid)")
     parser.add_argument(
         "--races", type=_positive_int, default=1,
@@ -98,13 +124,7 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.races == 1:
-        sims = [RaceSimulator(args.race_id, args.seed, args.laps, args.grid_file)]
-    else:
-        sims = [
-            RaceSimulator(f"{args.race_id}-{i + 1}", args.seed + i, args.laps, args.grid_file)
-            for i in range(args.races)
-        ]
+    sims = side_by_side(args.race_id, args.seed, args.laps, args.races, args.grid_file)
     progress = _Progress(args.laps)
     started = time.monotonic()
     if args.dry_run:
@@ -113,14 +133,14 @@ def run(args: argparse.Namespace) -> int:
                 progress(record)
         counts: dict[str, int] = dict(progress.counts)
     else:
-        target = _kafka_target(args)
+        target = kafka_target(args, "simulate")
         if target is None:
             return 2
         bootstrap, registry_url, settings = target
         # imported here so that --dry-run needs neither Kafka nor a registry client
         from dataflows.connectors.producer import ProducerOptions
         from schemas.codec import Codec, make_registry_client
-        from simulator.producer import DeliveryError, produce_many, produce_race
+        from sources.produce import DeliveryError, produce_many, produce_race
 
         codec = Codec(make_registry_client(registry_url))
         config = {"bootstrap.servers": bootstrap}
@@ -156,28 +176,6 @@ def run(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary))
     return 0
-
-
-def _kafka_target(args: argparse.Namespace) -> tuple[str, str, Any] | None:
-    """Bootstrap, registry and the settings: the flags, else the settings; ``None`` (logged) if unset."""
-    from config.settings import load_settings
-
-    settings = load_settings()
-    bootstrap = args.bootstrap or settings.kafka_bootstrap
-    registry_url = args.registry_url or settings.schema_registry_url
-    missing = []
-    if not bootstrap:
-        missing.append("Kafka broker: pass --bootstrap HOST:PORT or set RACEWIRE_KAFKA_BOOTSTRAP")
-    if not registry_url:
-        missing.append(
-            "schema registry: pass --registry-url URL (http://... or mock://...) "
-            "or set RACEWIRE_SCHEMA_REGISTRY_URL"
-        )
-    for what in missing:
-        print(f"racewire simulate: no {what} (or use --dry-run)", file=sys.stderr)
-    if bootstrap and registry_url:
-        return bootstrap, registry_url, settings
-    return None
 
 
 def _race_summary(truth: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""Produce simulated races to the racewire input topics (Confluent-framed Avro on Kafka).
+"""Produce sources to the racewire input topics (Confluent-framed Avro on Kafka), paced or not.
+
+Every source goes out this way (the synthetic race, a lap table, a live-timing capture).
 
 Each record goes to its topic (``Session`` → ``f1.race.session``, ``Lap`` → ``f1.timing.lap``,
 ``Telemetry`` → ``f1.telemetry.car``, ``Control`` → ``f1.race.control``), keyed by ``race_id``
@@ -21,15 +23,16 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dataflows.connectors.producer import ProducerOptions, ResilientProducer
 from schemas.codec import Codec
 from schemas.model import Control, InputRecord, Lap, Session, Telemetry
+from sources.base import Source, record_ts
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +58,6 @@ _TELEMETRY_FIELDS = tuple(Telemetry.__slots__)
 _telemetry_values = attrgetter(*_TELEMETRY_FIELDS)
 
 
-class RaceSource(Protocol):
-    """What the producer needs of a simulator (``RaceSimulator`` is one)."""
-
-    race_id: str
-
-    def records(self) -> Iterator[InputRecord]: ...
-
-
-def record_ts(record: InputRecord) -> int:
-    """Session time (ms) of a record; the session record sits at 0."""
-    if isinstance(record, Telemetry | Control):
-        return record.ts_ms
-    if isinstance(record, Lap):
-        return record.crossing_ms
-    return 0
-
-
 _RANK: dict[type, int] = {Session: 0, Control: 1, Lap: 2, Telemetry: 3}
 
 
@@ -94,7 +80,7 @@ class DeliveryError(RuntimeError):
 
 
 def produce_race(
-    sim: RaceSource,
+    source: Source,
     producer_config: dict[str, Any],
     codec: Codec,
     speed: float | None,
@@ -103,12 +89,12 @@ def produce_race(
     options: ProducerOptions | None = None,
 ) -> dict[str, int]:
     """Produce one race; returns the number of records per topic (prefixed names)."""
-    return _produce(sim.records(), producer_config, codec, speed, topics_prefix, on_record, options,
-                    f"simulate-{sim.race_id}")
+    return _produce(source.records(), producer_config, codec, speed, topics_prefix, on_record, options,
+                    f"simulate-{source.race_id}")
 
 
 def produce_many(
-    sims: Iterable[RaceSource],
+    sources: Iterable[Source],
     producer_config: dict[str, Any],
     codec: Codec,
     speed: float | None,
@@ -117,11 +103,12 @@ def produce_many(
     options: ProducerOptions | None = None,
 ) -> dict[str, int]:
     """Produce several races at once, interleaved by session time (as if run side by side)."""
-    sims = list(sims)
+    sources = list(sources)
     merged = heapq.merge(
-        *(s.records() for s in sims), key=lambda r: (record_ts(r), _RANK[type(r)])
+        *(s.records() for s in sources), key=lambda r: (record_ts(r), _RANK[type(r)])
     )
-    name = "simulate-" + (sims[0].race_id if len(sims) == 1 else f"{sims[0].race_id}+{len(sims) - 1}")
+    first = sources[0].race_id
+    name = "simulate-" + (first if len(sources) == 1 else f"{first}+{len(sources) - 1}")
     return _produce(merged, producer_config, codec, speed, topics_prefix, on_record, options, name)
 
 
@@ -184,3 +171,4 @@ def _pace(due: float) -> None:
     wait = due - time.monotonic()
     if wait > 0:
         time.sleep(wait)
+

@@ -1,4 +1,5 @@
-"""Replay a real race from a lap table: table → racewire input records (pure, no I/O but reading).
+"""Lap tables as a source: a real race's lap table → racewire input records (pure, no I/O but
+reading). ``racewire replay`` runs it through the pipeline (:mod:`infra.pipeline_run`).
 
 Two table formats are understood, both normalised to :class:`LapRow`:
 
@@ -28,8 +29,6 @@ same table yields the same ids.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +36,16 @@ from typing import Any
 
 import polars as pl
 
-from schemas.model import Control, ControlKind, Driver, InputRecord, Lap, Session, TrackStatus
+from schemas.model import Control, ControlKind, Driver, Lap, Session, TrackStatus
+from sources.base import (
+    RecordedRace,
+    chequered,
+    default_race_id,
+    lap_event_id,
+    race_start,
+    retirement,
+    session_event_id,
+)
 
 #: most severe first: red flag, safety car, VSC, VSC ending, yellow, green
 SEVERITY: tuple[str, ...] = ("5", "4", "6", "7", "2", "1")
@@ -354,31 +362,7 @@ def drop_unfinished_laps(cars: list[CarLaps], chequered_ms: int) -> None:
             car.lap_times.pop()
 
 
-@dataclass(slots=True)
-class ReplayRace:
-    """A real race as racewire input records (``records()`` in session-time order)."""
-
-    race_id: str
-    session: Session
-    laps: list[Lap]
-    controls: list[Control]
-
-    def records(self) -> Iterator[InputRecord]:
-        yield self.session
-        timed: list[tuple[int, int, InputRecord]] = []
-        for c in self.controls:
-            rank = 2 if c.kind in (ControlKind.CHEQUERED_FLAG, ControlKind.RETIREMENT) else 0
-            timed.append((c.ts_ms, rank, c))
-        timed.extend((lap.crossing_ms, 1, lap) for lap in self.laps)
-        timed.sort(key=lambda t: (t[0], t[1]))
-        for _ts, _rank, record in timed:
-            yield record
-
-    def codes(self) -> dict[int, str]:
-        return {d.number: d.code for d in self.session.drivers}
-
-
-def build_race(rows: list[LapRow], race_id: str, meta: RaceMeta | None = None) -> ReplayRace:
+def build_race(rows: list[LapRow], race_id: str, meta: RaceMeta | None = None) -> RecordedRace:
     """Turn lap rows into a race's input records (see the module docstring for the rules)."""
     meta = meta or RaceMeta()
     cars = [c for c in clean_cars(rows) if c.laps or c.stopped_ms is not None]
@@ -400,14 +384,13 @@ def build_race(rows: list[LapRow], race_id: str, meta: RaceMeta | None = None) -
                 out = car.laps[i + 1].pit_out_time_ms
                 pit_lane = out - r.pit_in_time_ms if out is not None and out > r.pit_in_time_ms else None
             laps.append(Lap(
-                event_id=f"{race_id}:lap:{car.number}:{r.lap}", race_id=race_id,
+                event_id=lap_event_id(race_id, car.number, r.lap), race_id=race_id,
                 driver_number=car.number, lap=r.lap, crossing_ms=car.crossings[i],
                 lap_time_ms=car.lap_times[i], pit_in=r.pit_in, pit_out=r.pit_out and r.lap > 1,
                 pit_lane_ms=pit_lane if r.pit_in else None, compound=r.compound or None,
                 tyre_age=r.tyre_age, track_status=most_severe(r.track_codes)))
 
-    controls: list[Control] = [Control(f"{race_id}:start", race_id, 0, ControlKind.RACE_START,
-                                       "Lights out", lap=1)]
+    controls: list[Control] = [race_start(race_id)]
     # track status from the leader's laps: a change at the start of the lap that first shows it
     leader_status: list[TrackStatus] = []
     first_by_lap: dict[int, LapRow] = {}
@@ -431,11 +414,8 @@ def build_race(rows: list[LapRow], race_id: str, meta: RaceMeta | None = None) -
         if car.crossings and last >= chequered_ms:
             continue  # took the flag (lapped cars on fewer laps)
         ts = car.stopped_ms if car.stopped_ms is not None and car.stopped_ms > last else last + 1
-        controls.append(Control(f"{race_id}:retired:{car.number}", race_id, ts, ControlKind.RETIREMENT,
-                                f"{car.code} retires on lap {done + 1}", driver_number=car.number,
-                                lap=done + 1))
-    controls.append(Control(f"{race_id}:chequered", race_id, chequered_ms, ControlKind.CHEQUERED_FLAG,
-                            "Chequered flag", lap=winner_laps))
+        controls.append(retirement(race_id, car.number, car.code, ts, done))
+    controls.append(chequered(race_id, chequered_ms, winner_laps))
 
     grid = [n for n in meta.grid if any(c.number == n for c in cars)]
     if not grid:
@@ -447,12 +427,12 @@ def build_race(rows: list[LapRow], race_id: str, meta: RaceMeta | None = None) -
         for c in sorted(cars, key=lambda c: grid.index(c.number))
     ]
     session = Session(
-        event_id=f"{race_id}:session", race_id=race_id, name=meta.name,
+        event_id=session_event_id(race_id), race_id=race_id, name=meta.name,
         circuit=meta.circuit or meta.name, total_laps=winner_laps,
         track_length_m=meta.track_length_m, start_time=meta.start_time, drivers=drivers, grid=grid,
         source=meta.source)
     laps.sort(key=lambda lap: (lap.crossing_ms, lap.driver_number))
-    return ReplayRace(race_id, session, laps, controls)
+    return RecordedRace(race_id, session, laps, controls)
 
 
 def _grid_from_lap1(cars: list[CarLaps]) -> list[int]:
@@ -465,47 +445,30 @@ def _grid_from_lap1(cars: list[CarLaps]) -> list[int]:
     return [c.number for c in sorted(cars, key=key)]
 
 
-def default_race_id(path: Path, year: int | None, round_number: int | None) -> str:
+def lap_table_race_id(path: Path, year: int | None, round_number: int | None) -> str:
     """``replay-<name>`` from the file or folder (and year/round)."""
     stem = path.parent.name if path.name in ("laps.csv",) else path.stem
-    parts = [stem] + [str(x) for x in (year, round_number) if x is not None]
-    return "replay-" + re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+    return default_race_id("replay", stem, *(str(x) for x in (year, round_number) if x is not None))
 
 
 # ------------------------------------------------------------------------------ command line
 
 
-def _speed(text: str) -> float | None:
-    if text.lower() in ("max", "inf"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"speed must be a number or 'max', got {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"speed must be positive, got {text!r}")
-    return value
-
-
 def add_arguments(parser: Any) -> None:
-    """``racewire replay PATH [--results results.json] [--year Y --round R] ...``"""
+    """``racewire replay PATH [--results results.json] [--year Y --round R] [--race-id ID]`` (the
+    pipeline's own options are added by :mod:`infra.pipeline_run`)."""
     parser.add_argument("path", type=Path, help="lap table (tidy laps.csv or a FastF1 laps_pool csv/folder)")
     parser.add_argument("--results", type=Path, help="results.json with grid and race metadata")
     parser.add_argument("--year", type=int, help="season (to pick a file in a laps_pool folder)")
     parser.add_argument("--round", type=int, dest="round_number", help="round number in a FastF1 table")
     parser.add_argument("--race-id", help="race id (default derived from the path)")
-    parser.add_argument("--speed", type=_speed, default=None, help="1 = real time, N = N times, max (default)")
-    parser.add_argument("--workers", type=int, default=1, help="dataflow worker processes (default 1)")
-    parser.add_argument("--output-json", type=Path, help="write the replay report (read back from Redis) here")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the race to be final")
-    parser.add_argument("--dry-run", action="store_true", help="only build the records and print a summary")
 
 
 def load_race(path: Path, results: Path | None = None, year: int | None = None,
-              round_number: int | None = None, race_id: str | None = None) -> ReplayRace:
+              round_number: int | None = None, race_id: str | None = None) -> RecordedRace:
     """Read a table (and results) and build the race."""
     rows, event_name = read_table(path, year, round_number)
     meta = read_results(results) if results is not None else RaceMeta()
     if results is None and event_name:
         meta.name = meta.circuit = f"{year} {event_name}" if year else event_name
-    return build_race(rows, race_id or default_race_id(path, year, round_number), meta)
+    return build_race(rows, race_id or lap_table_race_id(path, year, round_number), meta)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGES = tuple(tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["tool"]["mypy"]["packages"])
+#: every package of the project, as pyproject.toml lists them
+PACKAGES = tuple(tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+                 ["tool"]["mypy"]["packages"])
 
 
 def _modules() -> list[str]:

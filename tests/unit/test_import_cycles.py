@@ -9,7 +9,9 @@ from pathlib import Path
 
 import grimp
 
-PACKAGES = tuple(tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["tool"]["mypy"]["packages"])
+#: every package of the project, as pyproject.toml lists them
+PACKAGES = tuple(tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+                 ["tool"]["mypy"]["packages"])
 
 
 def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:

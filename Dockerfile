@@ -2,11 +2,9 @@
 FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY config config
 COPY schemas schemas
 COPY dataflows dataflows
 COPY simulator simulator
-COPY sources sources
 COPY strategy strategy
 COPY serving serving
 COPY infra infra

@@ -103,8 +103,8 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
 
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
-    from sources.produce import produce_many
-    from sources.synthetic import SyntheticRace
+    from simulator.sources.produce import produce_many
+    from simulator.sources.synthetic import SyntheticRace
 
     tag = uuid.uuid4().hex[:6]
     from infra.bench_harness import services
@@ -162,11 +162,11 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
 def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None], workers: int, strategy: bool,
               timeout: float) -> dict[str, Any]:
     """Run the race flow over the produced races until Redis reflects every input record."""
-    from config.settings import load_settings
     from dataflows.connectors.redis_sink import STRATEGY_KEY, VERSION_KEY
     from dataflows.race.state import applied_of
     from infra.bench_harness import tree_peak_rss_mb
     from infra.flow_cli import flow_process
+    from schemas.settings import load_settings
 
     spawn = time.perf_counter()
     with flow_process(svc["bootstrap"], svc["redis_url"], svc["registry_url"], workers,

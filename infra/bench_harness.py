@@ -17,9 +17,9 @@ import psutil
 @contextlib.contextmanager
 def services(workdir: Path) -> Iterator[dict[str, str]]:
     """Broker, Redis and registry for a benchmark: configured ones or embedded ones."""
-    from config.settings import load_settings
     from infra.registry import RegistryServer
     from infra.services import EmbeddedKafka, free_port
+    from schemas.settings import load_settings
 
     s = load_settings()
     with contextlib.ExitStack() as stack:
@@ -40,8 +40,8 @@ def services(workdir: Path) -> Iterator[dict[str, str]]:
 @contextlib.contextmanager
 def redis_service(workdir: Path) -> Iterator[str]:
     """Redis for a benchmark: ``RACEWIRE_REDIS_URL``, else a local one on 6379, else an embedded one."""
-    from config.settings import load_settings
     from infra.services import EmbeddedRedis, free_port, redis_reachable
+    from schemas.settings import load_settings
 
     url = load_settings().redis_url or "redis://127.0.0.1:6379/0"
     if redis_reachable(url):

@@ -2,14 +2,14 @@
 then time the history API.
 
 1. **Load**: every lap table (each Grand Prix season and each sprint season, every round in them)
-   is turned into a race by :func:`sources.laptables.build_race`, run through the race flow's own
+   is turned into a race by :func:`simulator.sources.laptables.build_race`, run through the race flow's own
    pure logic (:func:`flow_outputs`: per-driver state, race state) and written through
    :class:`~dataflows.connectors.pg_sink.PgWriter`, one race (session, laps, lap charts, towers,
    stints, events) per batch. ``rows_per_s`` = laps stored / seconds spent writing (reading the
    CSVs and running the race logic are not counted: ``parse_s``, ``flow_s``).
 2. **Standings**: the towers are the flow's own (:class:`~dataflows.race.towers.Tower`, one per
    lap), so order, gaps, statuses and pit stops follow the same rules as a live race.
-3. **Serve**: ``python -m serving.cli`` in a subprocess against that schema; one keep-alive
+3. **Serve**: ``python -m infra.serve_cli`` in a subprocess against that schema; one keep-alive
    client, one request at a time, times ``GET /api/races/{id}/laps?driver=N`` and
    ``GET /api/races/{id}/standings?lap=N`` for random races, drivers and laps.
 
@@ -91,7 +91,7 @@ def load_pool(pool: Path) -> tuple[list[Any], list[str]]:
     """Every race of every table in ``pool`` (replayed); and the (table, round) pairs skipped."""
     import polars as pl
 
-    from sources.laptables import RaceMeta, ReplayError, build_race, fastf1_rows
+    from simulator.sources.laptables import RaceMeta, ReplayError, build_race, fastf1_rows
 
     races, skipped = [], []
     for kind, season, path in lap_tables(pool):
@@ -115,8 +115,8 @@ def _postgres(workdir: Path) -> Iterator[tuple[str, str]]:
     URL and the URL whose connections use that schema. The schema is dropped afterwards."""
     import psycopg
 
-    from config.settings import load_settings
     from infra.services import EmbeddedPostgres, free_port, postgres_reachable
+    from schemas.settings import load_settings
 
     url = load_settings().database_url
     with contextlib.ExitStack() as stack:

@@ -78,13 +78,13 @@ def raise_fd_limit() -> int:
 @contextlib.contextmanager
 def serving_process(redis_url: str, extra_args: list[str] | None = None,
                     env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``python -m serving.cli`` on a free port; yields the process and the port once healthy."""
+    """``python -m infra.serve_cli`` on a free port; yields the process and the port once healthy."""
     import httpx
 
     from infra.services import free_port
 
     port = free_port()
-    cmd = [sys.executable, "-m", "serving.cli", "--log-level", "WARNING", "--port", str(port), "--rate-limit", "0",
+    cmd = [sys.executable, "-m", "infra.serve_cli", "--log-level", "WARNING", "--port", str(port), "--rate-limit", "0",
            *(extra_args or [])]
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {}), "RACEWIRE_REDIS_URL": redis_url},
                             stdout=subprocess.DEVNULL)
@@ -451,13 +451,13 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
     import psutil
     import redis
 
-    from config.settings import load_settings
     from infra.flow_cli import flow_process
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
     from schemas.model import Lap
-    from sources.produce import produce_many
-    from sources.synthetic import SyntheticRace
+    from schemas.settings import load_settings
+    from simulator.sources.produce import produce_many
+    from simulator.sources.synthetic import SyntheticRace
 
     tag = uuid.uuid4().hex[:6]
     sims = [SyntheticRace(f"lat-{tag}-{i}", args.seed + i, args.laps) for i in range(args.races)]

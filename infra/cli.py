@@ -15,9 +15,9 @@ from typing import Any
 # sub-command → module (or ``module:name``) that provides ``add_arguments(parser)`` and ``run(args) -> int``
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("infra.up", "Run the whole system: embedded services, dataflow, serving and a simulated race."),
-    "simulate": ("sources.synthetic", "Run a synthetic race and produce it to the input topics."),
+    "simulate": ("simulator.sources.synthetic", "Run a synthetic race and produce it to the input topics."),
     "flow": ("infra.flow_cli", "Run a dataflow (e.g. `racewire flow race --workers 2`)."),
-    "serve": ("serving.cli", "Run the API and the live web leaderboard."),
+    "serve": ("infra.serve_cli", "Run the API and the live web leaderboard."),
     "registry": ("infra.registry.server", "Run racewire's own Confluent-compatible schema registry."),
     "topics": ("infra.topics", "Create racewire's topics on the broker."),
     "bench": ("infra.bench", "Benchmarks that print JSON (pipeline, ...)."),
@@ -55,7 +55,7 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser(argv).parse_args(argv)
-    from config.logs import configure
+    from infra.logs import configure
 
     log_format = args.log_format or ("text" if args.command == "up" else "json")
     configure(json=log_format == "json", level=args.log_level)

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
-    from config.settings import load_settings
+    from schemas.settings import load_settings
 
     s = load_settings(kafka_bootstrap=args.bootstrap, redis_url=args.redis_url,
                       schema_registry_url=args.registry_url, workers=args.workers,

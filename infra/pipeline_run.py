@@ -2,7 +2,7 @@
 livetiming`` (a capture of the official feed) produce the race, run the race dataflow on it,
 wait until the race is final in Redis and print the report read back from it
 (:mod:`simulator.report`). The sources only build the records and add their own arguments
-(:mod:`sources.laptables`, :mod:`sources.livetiming`); the options of a run through the pipeline
+(:mod:`simulator.sources.laptables`, :mod:`simulator.sources.livetiming`); the options of a run through the pipeline
 (speed, workers, report, timeout, dry run) and starting services are this layer's job."""
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 
 import redis
 
-from config.settings import load_settings
 from dataflows.connectors.producer import ProducerOptions
 from dataflows.connectors.redis_sink import STATE_KEY
 from dataflows.race.state import applied_of
@@ -29,6 +28,7 @@ from infra.flow_cli import flow_process
 from infra.topics import create_topics
 from schemas.codec import Codec, make_registry_client
 from schemas.model import InputRecord
+from schemas.settings import load_settings
 from simulator.report import (
     FLOW_TIMEOUT_S,
     SETTLE_S,
@@ -38,12 +38,12 @@ from simulator.report import (
     read_strategy,
     write_report,
 )
-from sources import laptables, livetiming
-from sources.base import Source
-from sources.laptables import ReplayError, load_race
-from sources.livetiming import LiveTimingError, load_capture
-from sources.options import parse_speed
-from sources.produce import produce_race
+from simulator.sources import laptables, livetiming
+from simulator.sources.base import Source
+from simulator.sources.laptables import ReplayError, load_race
+from simulator.sources.livetiming import LiveTimingError, load_capture
+from simulator.sources.options import parse_speed
+from simulator.sources.produce import produce_race
 
 log = logging.getLogger("racewire.replay")
 

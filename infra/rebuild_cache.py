@@ -29,7 +29,7 @@ import psycopg
 import redis
 from psycopg.rows import dict_row
 
-from config.settings import load_settings
+from schemas.settings import load_settings
 from serving.fallback import (
     ALL_EVENTS_SQL,
     DRIVERS_SQL,

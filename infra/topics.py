@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 
-from config.settings import load_settings
 from dataflows.connectors.topics import (
     ALL_TOPICS,
     TOPIC_CONFIGS,
@@ -25,6 +24,7 @@ from dataflows.connectors.topics import (
     create_topics,
     partition_mismatches,
 )
+from schemas.settings import load_settings
 
 __all__ = ["ALL_TOPICS", "TOPIC_CONFIGS", "TopicError", "TopicMismatch", "create_topics", "partition_mismatches"]
 

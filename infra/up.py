@@ -236,11 +236,11 @@ def _service_child(name: str, server: Any, after_restart: Callable[[], str | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from config.settings import load_settings
     from dataflows.connectors.producer import ProducerOptions
     from infra.registry import RegistryServer
     from infra.services import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, ServiceError
     from infra.topics import TopicError, create_topics, partition_mismatches
+    from schemas.settings import load_settings
 
     s = load_settings(workers=args.workers)
     data = s.data_dir.resolve()
@@ -350,9 +350,9 @@ def _replay(args: argparse.Namespace, bootstrap: str, registry_url: str, options
             stop: threading.Event) -> None:
     """Produce a real race from a lap table to the running system (the dataflow is already up)."""
     from schemas.codec import Codec, make_registry_client
-    from sources.laptables import load_race
-    from sources.options import parse_speed
-    from sources.produce import produce_race
+    from simulator.sources.laptables import load_race
+    from simulator.sources.options import parse_speed
+    from simulator.sources.produce import produce_race
 
     try:
         race = load_race(args.replay, args.results, None, None, args.race_id)

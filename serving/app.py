@@ -1,4 +1,4 @@
-"""The serving app: :func:`create_app` builds it from :class:`~config.settings.Settings`.
+"""The serving app: :func:`create_app` builds it from :class:`~schemas.settings.Settings`.
 
 One process holds one async Redis client (a connection pool), one SSE :class:`~serving.sse.Hub`,
 one rate limiter and, when Kafka and a schema registry are configured, one Kafka producer. They are
@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from config.settings import Settings
+from schemas.settings import Settings
 from serving import graphql
 from serving.api import api_router, root_router
 from serving.auth import Authenticator

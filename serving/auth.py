@@ -36,7 +36,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import APIKeyHeader, HTTPBearer, OAuth2
 
-from config.settings import Settings
+from schemas.settings import Settings
 
 ALGORITHM = "HS256"
 AUDIENCE = ISSUER = "racewire"

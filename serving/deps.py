@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from pydantic import AfterValidator
 
-from config.settings import Settings
+from schemas.settings import Settings
 from serving.auth import Operator
 from serving.ingest import KafkaIngest
 from serving.metrics import Metrics

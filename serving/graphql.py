@@ -30,7 +30,7 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from config.settings import Settings
+from schemas.settings import Settings
 from serving.deps import PG_INT_MAX, RateLimited
 from serving.routes.history import _LAP_FIELDS, HistoryDb, get_history_db
 

@@ -24,7 +24,7 @@ from dataflows.connectors.spool import Record
 from schemas.codec import INPUT_TOPICS, schema_text
 
 if TYPE_CHECKING:
-    from config.settings import Settings
+    from schemas.settings import Settings
 
 log = logging.getLogger("racewire.serving.ingest")
 

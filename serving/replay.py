@@ -24,7 +24,7 @@ from dataflows.race.driver import DriverState, DriverUpdate
 from dataflows.race.processor import RaceProcessor
 from schemas.model import Lap, Leaderboard, RaceEvent, Recommendation, Session, Stint
 from serving.store import SESSION_KEY
-from sources.base import record_ts
+from simulator.sources.base import record_ts
 
 #: session time (ms) between telemetry batches fed to the processor: its clock ticks in these steps
 TICK_MS = 250

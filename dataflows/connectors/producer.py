@@ -122,7 +122,7 @@ class ProducerOptions:
 
     @classmethod
     def from_settings(cls, settings: Any) -> ProducerOptions:
-        """From ``config.settings.Settings`` (passed in: this module reads no settings itself)."""
+        """From ``schemas.settings.Settings`` (passed in: this module reads no settings itself)."""
         spool_dir = settings.producer_spool_dir or Path(settings.data_dir) / "spool"
         return cls(Path(spool_dir), settings.producer_spool_max_bytes, settings.input_partitions)
 

@@ -89,7 +89,7 @@ class RaceSpec:
 @cache
 def _session_ms(seed: int, laps: int) -> int:
     from simulator.race import RaceSimulator
-    from sources.base import record_ts
+    from simulator.sources.base import record_ts
 
     return max(record_ts(r) for r in RaceSimulator(f"drill-{seed}", seed, laps).records())
 
@@ -413,8 +413,8 @@ def _prefill_long_partition(stack: Stack, spec: RaceSpec) -> dict[str, Any]:
     """Produce the whole race into one-partition topics, one record per batch, before any flow runs."""
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
-    from sources.produce import produce_race
-    from sources.synthetic import SyntheticRace
+    from simulator.sources.produce import produce_race
+    from simulator.sources.synthetic import SyntheticRace
 
     create_topics(stack.kafka.bootstrap, partitions=1)
     codec = Codec(make_registry_client(stack.registry.url))

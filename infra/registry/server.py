@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     """Serve in the foreground until SIGINT or SIGTERM; 2 when it cannot start."""
     from pydantic import ValidationError
 
-    from config.settings import load_settings
+    from schemas.settings import load_settings
 
     try:
         settings = load_settings(data_dir=args.data_dir)

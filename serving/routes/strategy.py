@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from config.settings import Settings
+from schemas.settings import Settings
 from serving.auth import Operator
 from serving.deps import RACE_ID_PATTERN, RaceId, RateLimited, SettingsDep, StoreDep
 from serving.store import RaceStore

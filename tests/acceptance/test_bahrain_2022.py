@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from infra.pipeline_run import run_through_pipeline
+from simulator.sources.laptables import load_race
 from simulator.verify import from_ergast, from_results_json, verify
-from sources.laptables import load_race
 
 pytestmark = [pytest.mark.slow]
 

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import redis
 
-from config.settings import Settings
 from dataflows.connectors.redis_sink import RedisWriter
 from infra.bench_harness import serve_in_thread
+from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import play, race_outputs, write_session
 

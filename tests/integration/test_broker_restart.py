@@ -24,13 +24,13 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from config.settings import Settings
 from infra.bench_harness import serve_in_thread
 from infra.services import EmbeddedKafka, free_port
 from schemas.codec import INPUT_TOPICS, Codec, make_registry_client
+from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from simulator.race import RaceSimulator
-from sources.produce import record_key
+from simulator.sources.produce import record_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

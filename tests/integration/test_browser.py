@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import redis
 
-from config.settings import Settings
 from dataflows.connectors.redis_sink import BoardUpdate, RedisWriter
 from infra.bench_harness import serve_in_thread
 from schemas.model import RaceEvent
+from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import race_outputs, write_session
 

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from config.settings import Settings
 from dataflows.race.processor import LapChart
 from infra.bench_harness import serve_in_thread
 from schemas.model import RaceEvent
+from schemas.settings import Settings
 from serving.app import create_app
 
 # the same server options as the REST history tests; the `stored` race is in conftest.py

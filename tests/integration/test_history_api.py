@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from config.settings import Settings
 from dataflows.race.driver import DriverUpdate
 from dataflows.race.processor import LapChart
 from infra.bench_harness import serve_in_thread
 from schemas.model import Stint
+from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from strategy.representative import is_representative
 

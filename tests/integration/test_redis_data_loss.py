@@ -20,7 +20,6 @@ import httpx
 import pytest
 import redis
 
-from config.settings import Settings
 from dataflows.connectors.redis_sink import (
     LAPCHART_KEY,
     RACES_KEY,
@@ -35,6 +34,7 @@ from infra.services import EmbeddedKafka, EmbeddedRedis, free_port
 from infra.topics import create_topics
 from schemas.codec import Codec, make_registry_client
 from schemas.model import Commentary, RaceEvent, Recommendation, Stint
+from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import session_document
 from serving.sse.framing import SSEParser

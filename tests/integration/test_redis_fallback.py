@@ -19,13 +19,13 @@ import redis
 import redis.asyncio as aioredis
 from psycopg.conninfo import make_conninfo
 
-from config.settings import Settings
 from dataflows.connectors.pg_sink import PgWriter
 from dataflows.connectors.redis_sink import RedisWriter
 from infra.bench_harness import serve_in_thread
 from infra.cli import main as cli_main
 from infra.migrate import migrate
 from infra.rebuild_cache import rebuild
+from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from tests.integration.test_pg_sink import _race
 

@@ -21,10 +21,10 @@ import orjson
 import pytest
 import redis
 
-from config.settings import Settings
 from dataflows.connectors.redis_sink import EVENTS_KEY, RedisWriter
 from infra.bench_harness import serve_in_thread
 from schemas.model import Commentary, RaceEvent
+from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import Output, play, race_outputs, write_session
 from serving.sse.framing import SSEEvent, SSEParser

@@ -164,8 +164,8 @@ def test_500_clients_churning_through_the_whole_app_leave_nothing_behind(redis_u
 
     import httpx
 
-    from config.settings import Settings
     from infra.bench_harness import serve_in_thread
+    from schemas.settings import Settings
     from serving.app import ServingOptions, create_app
     from serving.replay import write_session
 

@@ -20,10 +20,10 @@ import httpx
 import pytest
 import redis
 
-from config.settings import Settings
 from dataflows.connectors.redis_sink import RedisWriter
 from infra.bench_harness import serve_in_thread
 from infra.services import free_port, free_ports
+from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import play, race_outputs, write_session
 
@@ -399,7 +399,7 @@ def test_health_reports_the_dataflow_from_its_status_documents(http: httpx.Clien
 
 
 def test_log_lines_are_json_with_the_request_id(http: httpx.Client, capfd: pytest.CaptureFixture[str]) -> None:
-    from config.logs import configure
+    from infra.logs import configure
 
     configure(json=True, level="INFO")
     try:
@@ -428,7 +428,7 @@ def test_placeholder_secrets_are_refused_outside_loopback(redis_url: str, api_ke
 
     env = {**os.environ, "RACEWIRE_REDIS_URL": redis_url, "RACEWIRE_API_KEY": api_key,
            "RACEWIRE_TOKEN_SECRET": token_secret, "RACEWIRE_API_KEYS": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "--host", "0.0.0.0", "--port", str(free_port())],
+    proc = subprocess.Popen([sys.executable, "-m", "infra.serve_cli", "--host", "0.0.0.0", "--port", str(free_port())],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=30)

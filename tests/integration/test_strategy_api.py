@@ -10,10 +10,10 @@ import httpx
 import pytest
 import redis
 
-from config.settings import Settings
 from dataflows.connectors.redis_sink import RedisWriter
 from infra.bench_harness import serve_in_thread
 from schemas.model import Recommendation
+from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import Output, play, race_outputs, write_session
 

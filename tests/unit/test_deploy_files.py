@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from config.settings import Settings
 from infra.cli import COMMANDS
+from schemas.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ import pytest
 
 from schemas.model import Control, ControlKind, Lap, Session, TrackStatus
 from simulator.report import build_report
-from sources.livetiming import (
+from simulator.sources.livetiming import (
     FeedMessage,
     LiveTimingError,
     convert,

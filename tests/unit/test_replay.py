@@ -11,7 +11,7 @@ import pytest
 
 from schemas.model import Control, ControlKind, Lap, Session, TrackStatus
 from simulator.report import build_report
-from sources.laptables import (
+from simulator.sources.laptables import (
     LapRow,
     ReplayError,
     build_race,

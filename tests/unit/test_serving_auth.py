@@ -8,7 +8,7 @@ import time
 import jwt
 import pytest
 
-from config.settings import Settings
+from schemas.settings import Settings
 from serving.auth import ANONYMOUS, Authenticator, AuthError, Role, refusal
 
 GOOD_KEY = "k" * 40

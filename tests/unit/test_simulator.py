@@ -19,11 +19,11 @@ import pytest
 from schemas.codec import INPUT_TOPICS, OUTPUT_TOPICS, Codec, make_registry_client, parsed_schema
 from schemas.model import Control, ControlKind, InputRecord, Lap, Session, Telemetry, TrackStatus
 from simulator.race import COMPOUNDS, TICK_MS, RaceSimulator
+from simulator.sources import produce, synthetic
+from simulator.sources.base import record_ts
+from simulator.sources.synthetic import SyntheticRace
 from simulator.track import GRID_SLOT_SPACING_M, START_LINE_M, default_track
 from simulator.truth import CarLog, Crossing, RaceLog, StatusPeriod, compute_truth
-from sources import produce, synthetic
-from sources.base import record_ts
-from sources.synthetic import SyntheticRace
 
 FULL_LAPS = 50
 FULL_SEED = 34

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config.settings import load_settings
+from schemas.settings import load_settings
 from strategy.models import SHIPPED, LapContext, StrategyModels, load_models
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from dataflows.connectors.producer import ProducerOptions, ResilientProducer
 from schemas.codec import Codec
 from schemas.model import Control, InputRecord, Lap, Session, Telemetry
-from sources.base import Source, record_ts
+from simulator.sources.base import Source, record_ts
 
 log = logging.getLogger(__name__)
 

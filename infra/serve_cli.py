@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from config.settings import Settings
+    from schemas.settings import Settings
 
 log = logging.getLogger("racewire.serve")
 
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from config.settings import load_settings
+    from schemas.settings import load_settings
     from serving.app import Server, ServingOptions, create_app
     from serving.auth import Authenticator
 
@@ -127,12 +127,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m serving.cli``: the same as ``racewire serve`` (benchmarks start it this way)."""
+    """``python -m infra.serve_cli``: the same as ``racewire serve`` (benchmarks start it this way)."""
     parser = argparse.ArgumentParser(prog="racewire serve", description="Serve the racewire web app.")
     parser.add_argument("--log-level", default="INFO")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    from config.logs import configure
+    from infra.logs import configure
 
     configure(json=True, level=args.log_level)
     return run(args)

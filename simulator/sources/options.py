@@ -40,7 +40,7 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
 def kafka_target(args: argparse.Namespace, command: str) -> tuple[str, str, Any] | None:
     """Bootstrap, registry and the settings: the flags, else the settings; ``None`` (said on
     stderr) if unset."""
-    from config.settings import load_settings
+    from schemas.settings import load_settings
 
     settings = load_settings()
     bootstrap = args.bootstrap or settings.kafka_bootstrap

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.model import Control, ControlKind, Driver, Lap, Session, TrackStatus
-from sources.base import (
+from simulator.sources.base import (
     RecordedRace,
     chequered,
     default_race_id,
@@ -66,7 +66,7 @@ from sources.base import (
     retirement,
     session_event_id,
 )
-from sources.laptables import most_severe
+from simulator.sources.laptables import most_severe
 
 log = logging.getLogger("racewire.livetiming")
 

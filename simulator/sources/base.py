@@ -4,7 +4,7 @@ A :class:`Source` has a ``race_id``, yields its records in event-time order (the
 record first, then race control, laps and telemetry by session time: :func:`record_ts`), and
 names its drivers (:meth:`Source.codes`, read by the replay report). A recorded source (a lap
 table, a capture, an OpenF1 download) builds a :class:`RecordedRace`; a live one yields records
-as they arrive; :mod:`sources.produce` takes either to the input topics, paced or not.
+as they arrive; :mod:`simulator.sources.produce` takes either to the input topics, paced or not.
 
 The race-control records that the recorded sources derive the same way (lights out, a
 retirement, the chequered flag) and their event ids are built here, once (:func:`race_start`,

@@ -37,7 +37,7 @@ from typing import Any
 import polars as pl
 
 from schemas.model import Control, ControlKind, Driver, Lap, Session, TrackStatus
-from sources.base import (
+from simulator.sources.base import (
     RecordedRace,
     chequered,
     default_race_id,

@@ -28,8 +28,8 @@ from typing import Any
 
 from schemas.model import InputRecord, Lap, Session
 from simulator.race import RaceSimulator
-from sources.base import codes_of
-from sources.options import add_kafka_arguments, kafka_target, parse_speed
+from simulator.sources.base import codes_of
+from simulator.sources.options import add_kafka_arguments, kafka_target, parse_speed
 
 log = logging.getLogger("racewire.simulate")
 
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         # imported here so that --dry-run needs neither Kafka nor a registry client
         from dataflows.connectors.producer import ProducerOptions
         from schemas.codec import Codec, make_registry_client
-        from sources.produce import DeliveryError, produce_many, produce_race
+        from simulator.sources.produce import DeliveryError, produce_many, produce_race
 
         codec = Codec(make_registry_client(registry_url))
         config = {"bootstrap.servers": bootstrap}

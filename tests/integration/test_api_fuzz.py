@@ -24,6 +24,7 @@ import redis
 
 from dataflows.connectors.redis_sink import RedisWriter
 from infra.settings import Settings
+from schemas.redis_layout import RACES_KEY
 from serving.app import ServingOptions, create_app
 from serving.replay import play, race_outputs, write_session
 from serving.testing import serve_in_thread
@@ -45,7 +46,7 @@ def live_race(redis_url: str, redis_client: redis.Redis, unique_race_id: str) ->
     try:
         yield unique_race_id
     finally:
-        writer.client.hdel("races", unique_race_id)
+        writer.client.hdel(RACES_KEY, unique_race_id)
         writer.close()
 
 

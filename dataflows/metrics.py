@@ -6,7 +6,8 @@ per-driver and race steps, the encoder) and read two ways:
 
 - Prometheus metrics in the default registry (``racewire_flow_*``), served on
   ``RACEWIRE_FLOW_METRICS_PORT`` when set;
-- the **flow status document** ``racewire:flow:status:<process>`` in Redis, rewritten every
+- the **flow status document** ``racewire:flow:status:<process>`` in Redis
+  (:func:`~schemas.redis_layout.flow_status_key`), rewritten every
   :data:`STATUS_EVERY_S` seconds with a time to live of :data:`STATUS_TTL_S` (a process that
   stopped drops out by itself). ``/api/health`` and the drills read it. Its layout
   (:meth:`FlowAccount.document`)::
@@ -36,10 +37,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from schemas.redis_layout import flow_status_key
+
 log = logging.getLogger("racewire.flow.status")
 
-#: Redis key of one flow process's status document
-STATUS_KEY = "racewire:flow:status:{}"
 STATUS_EVERY_S = 2.0
 STATUS_TTL_S = 15
 
@@ -167,7 +168,7 @@ class StatusPublisher:
         import orjson
 
         doc = self.account.document(self.process, self.workers)
-        client.set(STATUS_KEY.format(self.process), orjson.dumps(doc), ex=STATUS_TTL_S)
+        client.set(flow_status_key(self.process), orjson.dumps(doc), ex=STATUS_TTL_S)
 
     def _run(self) -> None:
         import redis
@@ -178,7 +179,7 @@ class StatusPublisher:
             try:
                 self.publish(client)
                 if failing:
-                    log.info("flow status written again: %s", {"key": STATUS_KEY.format(self.process)})
+                    log.info("flow status written again: %s", {"key": flow_status_key(self.process)})
                 failing = False
             except Exception as exc:  # Redis away: try again next round
                 if not failing:

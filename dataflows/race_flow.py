@@ -24,7 +24,6 @@ from bytewax.outputs import Sink
 
 from dataflows import metrics
 from dataflows.commentary import commentary_for
-from dataflows.connectors.documents import BoardUpdate, SessionDoc
 from dataflows.connectors.kafka import CodecFactory, Decoder, Encoder, RaceChunk, Rejected, dead_letter, is_lap
 from dataflows.connectors.kafka_sink import for_output
 from dataflows.connectors.kafka_source import as_ref
@@ -35,6 +34,7 @@ from dataflows.race.processor import Rejected as RaceRejected
 from dataflows.race.strategist import Strategist
 from dataflows.race.towers import Tower
 from schemas.model import Commentary, Leaderboard, RaceEvent, Recommendation, Stint
+from schemas.redis_layout import BoardUpdate, SessionDoc
 
 if TYPE_CHECKING:
     from strategy.models import StrategyModels

@@ -103,6 +103,7 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
 
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
+    from schemas.redis_layout import race_keys_pattern
     from simulator.sources.produce import produce_many
     from simulator.sources.synthetic import SyntheticRace
 
@@ -137,7 +138,7 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
         for _ in range(max(1, repeat)):
             for on in modes:
                 for race_id in expected:  # each run starts from empty race state (the topics are re-read)
-                    for key in client.scan_iter(f"race:{race_id}:*"):
+                    for key in client.scan_iter(race_keys_pattern(race_id)):
                         client.delete(key)
                 done[on].append(_run_flow(svc, client, expected, workers, on, timeout))
         runs = {}
@@ -162,10 +163,10 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
 def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None], workers: int, strategy: bool,
               timeout: float) -> dict[str, Any]:
     """Run the race flow over the produced races until Redis reflects every input record."""
-    from dataflows.connectors.redis_sink import STRATEGY_KEY, VERSION_KEY
     from dataflows.race.state import applied_of
     from infra.bench_harness import tree_peak_rss_mb
     from infra.flow_cli import flow_process
+    from schemas.redis_layout import strategy_key, version_key
     from schemas.settings import load_settings
 
     spawn = time.perf_counter()
@@ -175,7 +176,7 @@ def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None],
         first: float | None = None
         done_at: float | None = None
         cpu_first = cpu_s = 0.0
-        keys = [VERSION_KEY.format(r) for r in expected]
+        keys = [version_key(r) for r in expected]
         while time.perf_counter() - spawn < timeout:
             versions = client.mget(keys)
             now = time.perf_counter()
@@ -199,7 +200,7 @@ def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None],
             time.sleep(0.5)
             last = []
             for race_id in expected:
-                calls = client.hvals(STRATEGY_KEY.format(race_id))
+                calls = client.hvals(strategy_key(race_id))
                 last.append(max((orjson.loads(c)["lap"] for c in calls), default=0))
             out["calls_last_lap"] = min(last)
         return out

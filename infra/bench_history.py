@@ -65,10 +65,10 @@ def flow_outputs(race: Any) -> list[Any]:
     """A replayed race through the race flow's own pure logic, in one batch (a flow catching up on
     a backlog): what the PostgreSQL sink gets from the flow (the session, every applied lap, lap
     charts, a tower per lap, stints, events, snapshots). Nothing here has rules of its own."""
-    from dataflows.connectors.documents import BoardUpdate, SessionDoc
     from dataflows.race.driver import DriverState, DriverUpdate
     from dataflows.race.processor import RaceProcessor
     from schemas.model import Lap, Leaderboard
+    from schemas.redis_layout import BoardUpdate, SessionDoc
 
     drivers: dict[int, DriverState] = {}
     records: list[tuple[Any, Any]] = []

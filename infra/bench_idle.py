@@ -101,6 +101,7 @@ def _run_race(env: dict[str, str], laps: int, timeout: float) -> None:
     import redis
 
     from dataflows.race.state import applied_of
+    from schemas.redis_layout import state_key
     from simulator.race import RaceSimulator
 
     race_id = "idle-1"
@@ -114,7 +115,7 @@ def _run_race(env: dict[str, str], laps: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            raw = client.get(f"race:{race_id}:state")
+            raw = client.get(state_key(race_id))
             if raw is not None:
                 state = json.loads(raw)
                 if state.get("final") and applied_of(state.get("version", 0)) >= records:

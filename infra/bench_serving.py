@@ -206,7 +206,8 @@ def bench_sse(args: argparse.Namespace) -> dict[str, Any]:
 async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     import redis
 
-    from dataflows.connectors.redis_sink import EVENTS_KEY, BoardUpdate, RedisWriter
+    from dataflows.connectors.redis_sink import RedisWriter
+    from schemas.redis_layout import RACES_KEY, BoardUpdate, events_key
     from serving.replay import race_outputs, write_session
     from serving.store import StreamId
 
@@ -260,7 +261,7 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
             stats = {"boards": 0, "events": 0}
 
             def write_race() -> None:
-                tail = client.xrevrange(EVENTS_KEY.format(race_id), "+", "-", count=1)
+                tail = client.xrevrange(events_key(race_id), "+", "-", count=1)
                 last_entry = tail[0][0].decode() if tail else "0-0"
                 t0 = time.perf_counter()
                 base = outputs[first + 1].ts_ms
@@ -280,7 +281,7 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
                         written[-max(boards)] = now
                         stats["boards"] += 1
                     if len(boards) < len(batch):
-                        for entry_id, _ in client.xrange(EVENTS_KEY.format(race_id), f"({last_entry}", "+"):
+                        for entry_id, _ in client.xrange(events_key(race_id), f"({last_entry}", "+"):
                             sid = StreamId.parse(entry_id)
                             written[sid.ms * 100_000 + sid.seq] = now
                             last_entry = str(sid)
@@ -312,7 +313,7 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
             keys = list(client.scan_iter(match=f"*{race_id}*", count=1000))
             if keys:
                 client.delete(*keys)
-            client.hdel("races", race_id)
+            client.hdel(RACES_KEY, race_id)
         client.close()
         writer.close()
 
@@ -416,10 +417,11 @@ async def _watch_redis(redis_url: str, race_ids: list[str], in_redis: dict[tuple
     import orjson
     import redis.asyncio as aioredis
 
-    from serving.store import STATE_KEY, UPDATES_KEY
+    from schemas.redis_layout import state_key, updates_key
 
     client: Any = aioredis.Redis.from_url(redis_url)
-    cursors = {UPDATES_KEY.format(r): "0-0" for r in race_ids}
+    cursors = {updates_key(r): "0-0" for r in race_ids}
+    race_of = {updates_key(r): r for r in race_ids}
     laps: dict[tuple[str, int], int] = {}
     try:
         while not stop.is_set():
@@ -428,8 +430,8 @@ async def _watch_redis(redis_url: str, race_ids: list[str], in_redis: dict[tuple
             for stream, entries in resp or []:
                 key = stream.decode()
                 cursors[key] = entries[-1][0].decode()
-                race = key.split(":")[1]
-                raw = await client.get(STATE_KEY.format(race))
+                race = race_of[key]
+                raw = await client.get(state_key(race))
                 for row in orjson.loads(raw).get("rows", []) if raw else []:
                     n, done = int(row["driver_number"]), int(row["laps"])
                     for lap in range(laps.get((race, n), 0) + 1, done + 1):
@@ -455,6 +457,7 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
     from infra.topics import create_topics
     from schemas.codec import Codec, make_registry_client
     from schemas.model import Lap
+    from schemas.redis_layout import RACES_KEY
     from schemas.settings import load_settings
     from simulator.sources.produce import produce_many
     from simulator.sources.synthetic import SyntheticRace
@@ -489,7 +492,7 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
                 # the stream 404s until the race exists: attach one client per race as soon as it does
                 # (the first lap completes about 90 s of race time later)
                 deadline = time.monotonic() + 60
-                while not all(rclient.hexists("races", s.race_id) for s in sims):
+                while not all(rclient.hexists(RACES_KEY, s.race_id) for s in sims):
                     if time.monotonic() > deadline or producing.done():
                         raise RuntimeError("the dataflow did not publish the races within 60 s")
                     await asyncio.sleep(0.1)
@@ -518,7 +521,7 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
                     keys = list(rclient.scan_iter(match=f"*{s.race_id}*", count=1000))
                     if keys:
                         rclient.delete(*keys)
-                    rclient.hdel("races", s.race_id)
+                    rclient.hdel(RACES_KEY, s.race_id)
             rclient.close()
 
     latencies = [(seen[k] - t) * 1000 for k, t in produced.items() if k in seen]

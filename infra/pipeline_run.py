@@ -21,13 +21,13 @@ from typing import Any
 import redis
 
 from dataflows.connectors.producer import ProducerOptions
-from dataflows.connectors.redis_sink import STATE_KEY
 from dataflows.race.state import applied_of
 from infra.bench_harness import services as benchmark_services
 from infra.flow_cli import flow_process
 from infra.topics import create_topics
 from schemas.codec import Codec, make_registry_client
 from schemas.model import InputRecord
+from schemas.redis_layout import state_key
 from schemas.settings import load_settings
 from simulator.report import (
     FLOW_TIMEOUT_S,
@@ -54,7 +54,7 @@ def _wait_final(client: Any, race_id: str, records: int, proc: subprocess.Popen[
     stable_since: float | None = None
     last_applied = -1
     while time.monotonic() < deadline:
-        raw = client.get(STATE_KEY.format(race_id))
+        raw = client.get(state_key(race_id))
         if raw is not None:
             doc = json.loads(raw)
             if doc.get("final"):

@@ -1,7 +1,8 @@
 """``racewire rebuild-cache --race ID``: restore a race's live Redis state from PostgreSQL.
 
 Reads the history store (``RACEWIRE_DATABASE_URL``) and writes, through
-:class:`~dataflows.connectors.redis_sink.RedisWriter` (so in its layout and as idempotently):
+:class:`~dataflows.connectors.redis_sink.RedisWriter` (so in the layout of :mod:`schemas.redis_layout`
+and as idempotently):
 
 - the state document (latest stored standings, status, fastest lap, hero) with its version, the
   leaderboard sorted set and the ``races`` hash entry: skipped when Redis already holds that
@@ -51,18 +52,11 @@ class RebuildError(RuntimeError):
 def rebuild(race_id: str, database_url: str, redis_url: str) -> dict[str, Any]:
     """Restore ``race_id``'s Redis state from PostgreSQL; returns what was done."""
     from dataflows.connectors.pg_sink import HistoryReader
-    from dataflows.connectors.redis_sink import (
-        EVENTS_KEY,
-        LAPCHART_KEY,
-        SESSION_KEY,
-        STINTS_KEY,
-        VERSION_KEY,
-        BoardUpdate,
-        RedisWriter,
-    )
+    from dataflows.connectors.redis_sink import RedisWriter
     from dataflows.connectors.retry import RetryPolicy
     from dataflows.race.processor import LapChart
     from schemas.model import Leaderboard, RaceEvent, Stint
+    from schemas.redis_layout import BoardUpdate, events_key, lapchart_key, session_key, stints_key, version_key
 
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         races = conn.execute(RACE_SQL, {"race": race_id}).fetchall()
@@ -82,16 +76,16 @@ def rebuild(race_id: str, database_url: str, redis_url: str) -> dict[str, Any]:
     writer = RedisWriter(redis_url, retry=RetryPolicy(max_backoff_s=2.0, give_up_after_s=REDIS_WAIT_S))
     try:
         client = writer.client
-        before = client.get(VERSION_KEY.format(race_id))
-        stream_before = client.xlen(EVENTS_KEY.format(race_id))
+        before = client.get(version_key(race_id))
+        stream_before = client.xlen(events_key(race_id))
         items: list[Any] = [RaceEvent.from_dict(e["payload"]) for e in events]
         items += [i for i in HistoryReader(database_url)(race_id) if isinstance(i, (Stint, LapChart))]
         if doc is not None:
             items.append(BoardUpdate(Leaderboard.from_dict(doc), None, race.get("name")))
         writer.write(items)
         session_written = bool(session is not None and
-                               client.set(SESSION_KEY.format(race_id), orjson.dumps(session), nx=True))
-        after = client.get(VERSION_KEY.format(race_id))
+                               client.set(session_key(race_id), orjson.dumps(session), nx=True))
+        after = client.get(version_key(race_id))
         return {
             "race_id": race_id,
             "version": None if doc is None else doc["version"],
@@ -100,10 +94,10 @@ def rebuild(race_id: str, database_url: str, redis_url: str) -> dict[str, Any]:
             "redis_version": None if after is None else int(after),
             "leaderboard": [] if doc is None else [r["driver_number"] for r in doc["rows"]],
             "events_stored": len(events),
-            "events_added": client.xlen(EVENTS_KEY.format(race_id)) - stream_before,
+            "events_added": client.xlen(events_key(race_id)) - stream_before,
             "session_written": session_written,
-            "stints": client.hlen(STINTS_KEY.format(race_id)),
-            "lap_chart_laps": client.hlen(LAPCHART_KEY.format(race_id)),
+            "stints": client.hlen(stints_key(race_id)),
+            "lap_chart_laps": client.hlen(lapchart_key(race_id)),
         }
     finally:
         writer.close()

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.redis_layout import EVENTS_MAXLEN
+
 
 def _comma_list(value: Any) -> Any:
     """``"a, b"`` → ``["a", "b"]`` (environment variables hold comma-separated lists)."""
@@ -85,7 +87,7 @@ class Settings(BaseSettings):
 
     # serving
     api_key: SecretStr = Field(SecretStr("dev-key"), description="API key for write and admin endpoints")
-    events_stream_maxlen: int = Field(20000, ge=100, description="cap of each race's Redis event stream")
+    events_stream_maxlen: int = Field(EVENTS_MAXLEN, ge=100, description="cap of each race's Redis event stream")
     gc_tuning: bool = Field(True, description="serving: freeze start-up objects and collect cycles less often "
                             "(false: Python's default collector, for comparison)")
     gc_stats: bool = Field(False, description="serving: log the number and longest pause of cyclic collections "

@@ -18,7 +18,7 @@ carry ids ``<ts_ms>-<n>`` (n orders events sharing a timestamp) rather than the 
 commentary and the track outline are not stored.
 
 The same documents feed ``racewire rebuild-cache`` (:mod:`infra.rebuild_cache`), which writes them
-back to Redis in the layout :class:`~dataflows.connectors.redis_sink.RedisWriter` uses.
+back to Redis in the layout of :mod:`schemas.redis_layout` (through the dataflow's writer).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import orjson
 import psycopg
 from fastapi import HTTPException, Request, status
 
+from schemas.redis_layout import summary_document
 from serving.store import RaceNotFound, StreamEntry, StreamId
 
 SOURCE_HEADER = "X-Racewire-Source"
@@ -59,7 +60,8 @@ ALL_EVENTS_SQL = f"""SELECT * FROM ({_NUMBERED_EVENTS}) e ORDER BY ts_ms, seq"""
 
 def state_document(race: dict[str, Any], standing: dict[str, Any] | None,
                    highlights: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The ``race:{id}:state`` document rebuilt from PostgreSQL rows (None without standings)."""
+    """The ``race:{id}:state`` document (:func:`~schemas.redis_layout.leaderboard_document`) rebuilt
+    from PostgreSQL rows (None without standings)."""
     if standing is None:
         return None
     by_type = {h["type"]: h["payload"] for h in highlights}
@@ -83,15 +85,15 @@ def state_document(race: dict[str, Any], standing: dict[str, Any] | None,
 
 
 def race_summary_document(race: dict[str, Any], leader: str | None, version: int | None = None) -> dict[str, Any]:
-    """The ``races`` hash entry (as :func:`~dataflows.connectors.redis_sink.race_summary` makes it)."""
-    return {"race_id": race["race_id"], "name": race.get("name"), "lap": race.get("lap"),
-            "total_laps": race.get("total_laps"), "status": race.get("status"),
-            "track_status": race.get("track_status"), "leader": leader,
-            "version": race.get("board_version") if version is None else version}
+    """The ``races`` hash entry (:func:`~schemas.redis_layout.race_summary`) of a ``races`` row."""
+    return summary_document(race["race_id"], race.get("name"), race.get("lap"), race.get("total_laps"),
+                            race.get("status"), race.get("track_status"), leader,
+                            race.get("board_version") if version is None else version)
 
 
 def session_document(race: dict[str, Any], drivers: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The ``race:{id}:session`` document, when the race's session was stored (None otherwise)."""
+    """The ``race:{id}:session`` document (:func:`~schemas.redis_layout.session_document`), when the
+    race's session was stored (None otherwise)."""
     if race.get("name") is None and not drivers:
         return None
     start = race.get("start_time")

@@ -18,12 +18,11 @@ from typing import Any
 
 import orjson
 
-from dataflows.connectors.documents import BoardUpdate
 from dataflows.connectors.redis_sink import RedisWriter
 from dataflows.race.driver import DriverState, DriverUpdate
 from dataflows.race.processor import RaceProcessor
 from schemas.model import Lap, Leaderboard, RaceEvent, Recommendation, Session, Stint
-from serving.store import SESSION_KEY
+from schemas.redis_layout import BoardUpdate, session_document, session_key
 from simulator.sources.base import record_ts
 
 #: session time (ms) between telemetry batches fed to the processor: its clock ticks in these steps
@@ -34,13 +33,6 @@ TICK_MS = 250
 class Output:
     ts_ms: int  # session time
     item: BoardUpdate | RaceEvent | Stint | Recommendation | DriverUpdate
-
-
-def session_document(session: Session) -> bytes:
-    """``race:{id}:session`` as the dataflow writes it: Session.to_dict() with an ISO start time."""
-    doc = session.to_dict()
-    doc["start_time"] = session.start_time.isoformat()
-    return orjson.dumps(doc)
 
 
 def race_outputs(race_id: str, seed: int, laps: int, max_rate_hz: float = 4.0, strategy: bool = False,
@@ -87,7 +79,7 @@ def race_outputs(race_id: str, seed: int, laps: int, max_rate_hz: float = 4.0, s
 
 
 def write_session(writer: RedisWriter, session: Session) -> None:
-    writer.client.set(SESSION_KEY.format(session.race_id), session_document(session))
+    writer.client.set(session_key(session.race_id), orjson.dumps(session_document(session)))
 
 
 def play(writer: RedisWriter, outputs: list[Output], speed: float | None = None) -> Iterator[Output]:

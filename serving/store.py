@@ -1,7 +1,6 @@
-"""Read side of the Redis layout that the race dataflow writes (see ``dataflows/connectors/redis_sink.py``).
+"""Read side of the Redis layout that the race dataflow writes (:mod:`schemas.redis_layout`).
 
-Serving never writes these keys. The key formats are repeated here rather than imported so that the
-web process does not load Bytewax; ``tests/unit/test_serving_store.py`` checks they stay equal.
+Serving never writes these keys.
 
 Stream entry ids (``<ms>-<seq>``) are compared as integer pairs through :class:`StreamId`.
 """
@@ -20,15 +19,18 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-STATE_KEY = "race:{}:state"
-VERSION_KEY = "race:{}:version"
-BOARD_KEY = "race:{}:leaderboard"
-EVENTS_KEY = "race:{}:events"
-UPDATES_KEY = "race:{}:updates"
-SESSION_KEY = "race:{}:session"
-STINTS_KEY = "race:{}:stints"
-STRATEGY_KEY = "race:{}:strategy"
-RACES_KEY = "races"
+from schemas.redis_layout import (
+    COMMENTARY_TYPE,
+    EVENT_JSON_FIELD,
+    EVENT_TYPE_FIELD,
+    RACES_KEY,
+    events_key,
+    session_key,
+    state_key,
+    stints_key,
+    strategy_key,
+    version_key,
+)
 
 #: how many known race ids a 404 message lists
 KNOWN_IN_MESSAGE = 20
@@ -71,7 +73,8 @@ ZERO = StreamId(0, 0)
 
 @dataclass(slots=True, frozen=True)
 class StreamEntry:
-    """One entry of ``race:{id}:events``: a race event or a commentary line."""
+    """One entry of ``race:{id}:events`` (:func:`~schemas.redis_layout.events_key`): a race event or a
+    commentary line."""
 
     id: StreamId
     type: str
@@ -80,15 +83,15 @@ class StreamEntry:
     @property
     def kind(self) -> str:
         """SSE event name: ``commentary`` for commentary lines, ``event`` for everything else."""
-        return "commentary" if self.type == "COMMENTARY" else "event"
+        return "commentary" if self.type == COMMENTARY_TYPE else "event"
 
     def to_api(self) -> dict[str, Any]:
         return {"id": str(self.id), "type": self.type, "kind": self.kind, "data": orjson.loads(self.json)}
 
     @classmethod
     def from_redis(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> StreamEntry:
-        return cls(StreamId.parse(entry_id), fields.get(b"type", b"").decode("utf-8", "replace"),
-                   fields.get(b"json", b"null"))
+        return cls(StreamId.parse(entry_id), fields.get(EVENT_TYPE_FIELD, b"").decode("utf-8", "replace"),
+                   fields.get(EVENT_JSON_FIELD, b"null"))
 
 
 class RaceNotFound(LookupError):
@@ -179,7 +182,7 @@ class RaceStore:
             return False
         pipe = self.client.pipeline(transaction=False)
         pipe.hexists(RACES_KEY, race_id)
-        pipe.exists(STATE_KEY.format(race_id), SESSION_KEY.format(race_id), EVENTS_KEY.format(race_id))
+        pipe.exists(state_key(race_id), session_key(race_id), events_key(race_id))
         listed, exists = await pipe.execute()
         return not listed and not exists and bool(await history.has_race(race_id))
 
@@ -216,7 +219,7 @@ class RaceStore:
         lost it) is in the history store."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hexists(RACES_KEY, race_id)
-        pipe.exists(STATE_KEY.format(race_id), SESSION_KEY.format(race_id))
+        pipe.exists(state_key(race_id), session_key(race_id))
         listed, exists = await pipe.execute()
         if not listed and not exists:
             history = self._history()
@@ -227,11 +230,11 @@ class RaceStore:
     @_falls_back(empty=_nothing)
     async def state_raw(self, race_id: str) -> bytes | None:
         """The leaderboard document exactly as stored (JSON bytes), or None before the first snapshot."""
-        value = await self.client.get(STATE_KEY.format(race_id))
+        value = await self.client.get(state_key(race_id))
         return None if value is None else bytes(value)
 
     async def version(self, race_id: str) -> int:
-        value = await self.client.get(VERSION_KEY.format(race_id))
+        value = await self.client.get(version_key(race_id))
         try:
             return int(value) if value is not None else -1
         except ValueError:
@@ -243,7 +246,7 @@ class RaceStore:
 
     @_falls_back(empty=_nothing)
     async def session(self, race_id: str) -> dict[str, Any] | None:
-        raw = await self.client.get(SESSION_KEY.format(race_id))
+        raw = await self.client.get(session_key(race_id))
         return None if raw is None else orjson.loads(raw)
 
     async def _json_hash(self, key: str) -> dict[str, dict[str, Any]]:
@@ -258,26 +261,26 @@ class RaceStore:
 
     async def strategy_calls(self, race_id: str) -> list[dict[str, Any]]:
         """Each car's latest strategy call (``race:{id}:strategy``)."""
-        return list((await self._json_hash(STRATEGY_KEY.format(race_id))).values())
+        return list((await self._json_hash(strategy_key(race_id))).values())
 
     async def stints(self, race_id: str) -> dict[str, dict[str, Any]]:
         """Every stint's latest features, by ``driver:stint`` (``race:{id}:stints``)."""
-        return await self._json_hash(STINTS_KEY.format(race_id))
+        return await self._json_hash(stints_key(race_id))
 
     async def last_event_id(self, race_id: str) -> StreamId:
-        entries = await self.client.xrevrange(EVENTS_KEY.format(race_id), "+", "-", count=1)
+        entries = await self.client.xrevrange(events_key(race_id), "+", "-", count=1)
         return StreamId.parse(entries[0][0]) if entries else ZERO
 
     @_falls_back(empty=_nothing)
     async def events_after(self, race_id: str, after: StreamId, limit: int) -> list[StreamEntry]:
         """Entries strictly after ``after``, oldest first, at most ``limit``."""
-        raw = await self.client.xrange(EVENTS_KEY.format(race_id), f"({after}", "+", count=limit)
+        raw = await self.client.xrange(events_key(race_id), f"({after}", "+", count=limit)
         return [StreamEntry.from_redis(i, f) for i, f in raw]
 
     @_falls_back(empty=_nothing)
     async def latest_events(self, race_id: str, limit: int) -> list[StreamEntry]:
         """The newest ``limit`` entries, oldest first."""
-        raw = await self.client.xrevrange(EVENTS_KEY.format(race_id), "+", "-", count=limit)
+        raw = await self.client.xrevrange(events_key(race_id), "+", "-", count=limit)
         return [StreamEntry.from_redis(i, f) for i, f in reversed(raw)]
 
     async def trimmed_after(self, race_id: str, cursor: StreamId) -> StreamId | None:
@@ -288,7 +291,7 @@ class RaceStore:
         if cursor == ZERO:
             return None
         try:
-            info = await self.client.xinfo_stream(EVENTS_KEY.format(race_id))
+            info = await self.client.xinfo_stream(events_key(race_id))
         except aioredis.ResponseError:  # no such stream
             return None
         first = info.get("first-entry") or info.get(b"first-entry")

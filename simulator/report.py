@@ -22,6 +22,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from schemas import redis_layout as layout
+
 log = logging.getLogger("racewire.replay")
 
 FLOW_TIMEOUT_S = 600.0
@@ -83,28 +85,24 @@ def build_report(
 
 def read_redis(client: Any, race_id: str) -> tuple[dict[str, Any], dict[int, list[int]], list[dict[str, Any]]]:
     """State document, lap chart and events of a race as the dataflow wrote them."""
-    from dataflows.connectors.redis_sink import EVENTS_KEY, LAPCHART_KEY, STATE_KEY
-
-    raw = client.get(STATE_KEY.format(race_id))
+    raw = client.get(layout.state_key(race_id))
     state = json.loads(raw) if raw else {}
-    chart = {int(k): json.loads(v) for k, v in client.hgetall(LAPCHART_KEY.format(race_id)).items()}
+    chart = {int(k): json.loads(v) for k, v in client.hgetall(layout.lapchart_key(race_id)).items()}
     events = []
-    for _id, fields in client.xrange(EVENTS_KEY.format(race_id)):
-        kind = fields[b"type"].decode()
-        if kind == "COMMENTARY":
+    for _id, fields in client.xrange(layout.events_key(race_id)):
+        kind = fields[layout.EVENT_TYPE_FIELD].decode()
+        if kind == layout.COMMENTARY_TYPE:
             continue
-        events.append({**json.loads(fields[b"json"]), "type": kind})
+        events.append({**json.loads(fields[layout.EVENT_JSON_FIELD]), "type": kind})
     return state, chart, events
 
 
 def read_strategy(client: Any, race_id: str) -> dict[str, Any]:
     """Summary of the strategy calls the dataflow made: calls per lap, actions, the models used."""
-    from dataflows.connectors.redis_sink import STRATEGY_HISTORY_KEY
-
     per_lap: dict[int, int] = {}
     actions: dict[str, int] = {}
     models: set[str] = set()
-    for raw in client.hvals(STRATEGY_HISTORY_KEY.format(race_id)):
+    for raw in client.hvals(layout.strategy_history_key(race_id)):
         call = json.loads(raw)
         per_lap[call["lap"]] = per_lap.get(call["lap"], 0) + 1
         actions[call["action"]] = actions.get(call["action"], 0) + 1
@@ -115,10 +113,10 @@ def read_strategy(client: Any, race_id: str) -> dict[str, Any]:
 
 def clear_race(client: Any, race_id: str) -> None:
     """Drop this race's keys (a rerun of the same race id starts clean); nothing else."""
-    keys = list(client.scan_iter(match=f"race:{race_id}:*", count=1000))
+    keys = list(client.scan_iter(match=layout.race_keys_pattern(race_id), count=1000))
     if keys:
         client.delete(*keys)
-    client.hdel("races", race_id)
+    client.hdel(layout.RACES_KEY, race_id)
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:

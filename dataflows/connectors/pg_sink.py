@@ -36,12 +36,12 @@ import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg.types.json import Jsonb
 
-from dataflows.connectors.documents import BoardUpdate, SessionDoc, race_summary
 from dataflows.connectors.retry import OutageRetry, RetryPolicy
 from dataflows.race.driver import DriverUpdate
 from dataflows.race.processor import LapChart
 from dataflows.race.towers import Tower
 from schemas.model import CarStatus, Lap, Leaderboard, RaceEvent, Session, Stint
+from schemas.redis_layout import BoardUpdate, SessionDoc, race_summary
 
 log = logging.getLogger("racewire.flow.postgres")
 

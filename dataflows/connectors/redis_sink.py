@@ -1,28 +1,13 @@
 """Redis edge: live state for serving, written idempotently; outages ridden out, data loss healed.
 
-Layout per race (``{id}`` = race id):
-
-- ``race:{id}:state``: JSON document of the latest leaderboard snapshot (rows, hero, fastest
-  lap, flag, lap) plus ``positions`` (x/y per car); ``race:{id}:version`` its version. A write
-  with a version not above the stored one is ignored, so replays and duplicate deliveries cannot
-  move the state backwards.
-- ``race:{id}:leaderboard``: sorted set, member = driver number, score = running position.
-- ``race:{id}:events``: Redis Stream of race events (fields ``event_id``, ``type``, ``json``),
-  capped at ``events_maxlen``; ``race:{id}:event_index`` (hash event id → stream id) remembers
-  which events were added and under which id, so each event is added exactly once whatever is
-  replayed, and keeps its id when the stream has to be written again after a data loss.
-- ``race:{id}:updates``: capped stream of leaderboard versions (for live pushes).
-- ``race:{id}:session``: JSON of the race's session (entry list, track outline, laps).
-- ``race:{id}:lapchart``: hash lap → JSON list of driver numbers in crossing order at that lap.
-- ``race:{id}:stints``: hash ``driver:stint`` → JSON of the stint's latest features.
-- ``race:{id}:strategy``: hash driver → JSON of the car's latest strategy call
-  (:class:`~schemas.model.Recommendation`). Both only move forward: a write older than the stored
-  value (an earlier lap, or an open version of a stint already closed) is ignored.
-- ``race:{id}:strategy:history``: hash ``lap:driver`` → JSON of every call made (one per car and lap).
-- commentary lines go to the events stream too, with type ``COMMENTARY``.
-- ``races``: hash race id → JSON summary (name, lap, status), for the race list.
-- ``racewire:sink:epoch`` (:data:`SENTINEL_KEY`): a random token the writers set once; when it is
-  missing or changed, Redis has lost data since a writer last wrote (see :class:`RedisWriter`).
+The keys and documents written here are the Redis layout of :mod:`schemas.redis_layout` (its
+docstring is the table). Per race, the state only moves forward: a state write with a version
+not above the stored one is ignored, so replays and duplicate deliveries cannot move it back; the
+events index makes each event added exactly once whatever is replayed, under the same stream id
+when the stream has to be written again after a data loss; stints and strategy calls only move
+forward too (a write older than the stored value, an earlier lap or an open version of a stint
+already closed, is ignored). The data-loss token (:data:`~schemas.redis_layout.SENTINEL_KEY`)
+tells a writer that Redis has lost data since it last wrote (see :class:`RedisWriter`).
 """
 
 from __future__ import annotations
@@ -40,24 +25,40 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from dataflows.connectors.documents import BoardUpdate, SessionDoc, leaderboard_document, race_summary
 from dataflows.connectors.retry import OutageRetry, RetryPolicy
 from dataflows.race.processor import LapChart
 from schemas.model import Commentary, Leaderboard, RaceEvent, Recommendation, Stint
+from schemas.redis_layout import (
+    COMMENTARY_TYPE,
+    EVENT_ID_FIELD,
+    EVENT_JSON_FIELD,
+    EVENT_TYPE_FIELD,
+    EVENTS_MAXLEN,
+    RACES_KEY,
+    SENTINEL_KEY,
+    UPDATES_MAXLEN,
+    BoardUpdate,
+    SessionDoc,
+    event_index_key,
+    events_key,
+    lapchart_key,
+    leaderboard_document,
+    leaderboard_key,
+    order_key,
+    race_summary,
+    session_document,
+    session_key,
+    state_key,
+    stints_key,
+    strategy_history_key,
+    strategy_key,
+    summary_of_state,
+    updates_key,
+    version_key,
+)
 
-STATE_KEY = "race:{}:state"
-VERSION_KEY = "race:{}:version"
-BOARD_KEY = "race:{}:leaderboard"
-EVENTS_KEY = "race:{}:events"
-EVENT_INDEX_KEY = "race:{}:event_index"
-UPDATES_KEY = "race:{}:updates"
-SESSION_KEY = "race:{}:session"
-LAPCHART_KEY = "race:{}:lapchart"
-STINTS_KEY = "race:{}:stints"
-STRATEGY_KEY = "race:{}:strategy"
-STRATEGY_HISTORY_KEY = "race:{}:strategy:history"
-RACES_KEY = "races"
-SENTINEL_KEY = "racewire:sink:epoch"
+# The scripts spell the stream fields of schemas.redis_layout (EVENT_FIELDS, UPDATE_VERSION_FIELD);
+# tests/unit/test_redis_layout.py checks they agree.
 
 # KEYS: state, version, board, updates, races ; ARGV: version, json, race_id, summary, maxlen, zadd...
 _PUT_STATE = """
@@ -172,8 +173,8 @@ class _RaceData:
         self.board: BoardUpdate | None = None  # the newest snapshot added, not rendered yet
         self.session: bytes | None = None
         self.chart: dict[int, bytes] = {}
-        #: key template → field → (order, json): keeps the highest order (stints, strategy)
-        self.newer: dict[str, dict[str, tuple[int, bytes]]] = {}
+        #: key (of a race id) → field → (order, json): keeps the highest order (stints, strategy)
+        self.newer: dict[Callable[[str], str], dict[str, tuple[int, bytes]]] = {}
         self.history: dict[str, bytes] = {}
         #: event id → [stream id (None until Redis gave one), type, json], in stream order
         self.events: dict[str, list[Any]] = {}
@@ -189,20 +190,18 @@ class _RaceData:
         if isinstance(item, LapChart):
             self.chart[item.lap] = orjson.dumps(item.order)
         elif isinstance(item, Stint):
-            self._newer(STINTS_KEY, f"{item.driver_number}:{item.stint}", 2 * item.end_lap + (not item.open),
+            self._newer(stints_key, f"{item.driver_number}:{item.stint}", 2 * item.end_lap + (not item.open),
                         orjson.dumps(item.to_dict()))
         elif isinstance(item, Recommendation):
             doc = orjson.dumps(item.to_dict())
             self.history[f"{item.lap}:{item.driver_number}"] = doc
-            self._newer(STRATEGY_KEY, str(item.driver_number), item.lap, doc)
+            self._newer(strategy_key, str(item.driver_number), item.lap, doc)
         elif isinstance(item, (RaceEvent, Commentary)):
-            kind = "COMMENTARY" if isinstance(item, Commentary) else str(item.type)
+            kind = COMMENTARY_TYPE if isinstance(item, Commentary) else str(item.type)
             if item.event_id not in self.events:
                 self.events[item.event_id] = [None, kind, orjson.dumps(item.to_dict())]
         elif isinstance(item, SessionDoc):
-            session = item.session.to_dict()
-            session["start_time"] = item.session.start_time.isoformat()
-            self.session = orjson.dumps(session)
+            self.session = orjson.dumps(session_document(item.session))
         elif isinstance(item, (BoardUpdate, Leaderboard)):
             update = item if isinstance(item, BoardUpdate) else BoardUpdate(item, None, None)
             if self.board is None or update.board.version > self.board.board.version:
@@ -221,8 +220,8 @@ class _RaceData:
             self.final = board.final
         return self
 
-    def _newer(self, template: str, field: str, order: int, doc: bytes) -> None:
-        fields = self.newer.setdefault(template, {})
+    def _newer(self, key: Callable[[str], str], field: str, order: int, doc: bytes) -> None:
+        fields = self.newer.setdefault(key, {})
         if field not in fields or order >= fields[field][0]:
             fields[field] = (order, doc)
 
@@ -232,9 +231,9 @@ class _RaceData:
         if batch.session is not None:
             self.session = _compact(batch.session)
         self.chart.update((lap, _compact(order)) for lap, order in batch.chart.items())
-        for template, fields in batch.newer.items():
+        for key, fields in batch.newer.items():
             for field, (order, doc) in fields.items():
-                self._newer(template, field, order, _compact(doc))
+                self._newer(key, field, order, _compact(doc))
         self.history.update((key, _compact(doc)) for key, doc in batch.history.items())
         for event_id, (stream_id, kind, doc) in batch.events.items():
             if event_id not in self.events and event_id not in self.trimmed:
@@ -266,15 +265,6 @@ def _compact(data: bytes) -> bytes:
     return memoryview(data).tobytes()
 
 
-def _summary_of(doc: dict[str, Any], name: str | None) -> dict[str, Any]:
-    """:func:`race_summary` of a stored state document."""
-    rows = doc.get("rows") or []
-    status = "finished" if doc.get("final") else ("chequered" if doc.get("finished") else "live")
-    return {"race_id": doc.get("race_id"), "name": name, "lap": doc.get("lap"), "total_laps": doc.get("total_laps"),
-            "status": status, "track_status": doc.get("track_status"),
-            "leader": rows[0].get("code") if rows else None, "version": doc.get("version")}
-
-
 class RedisWriter:
     """Writes outputs to Redis (idempotent), rides out outages and heals data loss. Usable outside
     Bytewax (tools, tests).
@@ -287,7 +277,7 @@ class RedisWriter:
     what it wrote (:attr:`mirror`): the state, the session, the lap chart, stints, strategy calls
     and their history, and every event with the stream id Redis gave it (the newest
     ``events_maxlen`` with their payloads, older ones by id only). Each write reads the token in
-    :data:`SENTINEL_KEY` in the same round trip, and the events script adds nothing unless the
+    :data:`~schemas.redis_layout.SENTINEL_KEY` in the same round trip, and the events script adds nothing unless the
     token is the one this writer holds, so no event lands in a flushed stream ahead of the old
     ones. On a mismatch the writer takes the new token (or sets one), rewrites every live race it
     holds whole (each event under its *original* stream id, in order, so SSE readers and clients
@@ -303,7 +293,7 @@ class RedisWriter:
     and written back.
     """
 
-    def __init__(self, url: str, events_maxlen: int = 20_000, updates_maxlen: int = 1000,
+    def __init__(self, url: str, events_maxlen: int = EVENTS_MAXLEN, updates_maxlen: int = UPDATES_MAXLEN,
                  retry: RetryPolicy | None = None, history: HistoryLoader | None = None) -> None:
         self.client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S,
                                            socket_timeout=SOCKET_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
@@ -398,28 +388,28 @@ class RedisWriter:
             args: list[Any] = [self.token, self.events_maxlen]
             for event_id, (_id, kind, doc) in data.events.items():
                 args += [event_id, kind, doc]
-            self._add_events(keys=[EVENTS_KEY.format(race_id), EVENT_INDEX_KEY.format(race_id), SENTINEL_KEY],
+            self._add_events(keys=[events_key(race_id), event_index_key(race_id), SENTINEL_KEY],
                              args=args, client=pipe)
         self._content(pipe, race_id, data)
 
     def _content(self, pipe: Any, race_id: str, data: _RaceData) -> None:
         """Queue the writes of everything but the events (all idempotent, all version- or order-guarded)."""
         if data.session is not None:
-            pipe.set(SESSION_KEY.format(race_id), data.session)
+            pipe.set(session_key(race_id), data.session)
         if data.chart:
-            pipe.hset(LAPCHART_KEY.format(race_id), mapping=data.chart)  # type: ignore[arg-type]
-        for template, fields in data.newer.items():
-            key = template.format(race_id)
+            pipe.hset(lapchart_key(race_id), mapping=data.chart)  # type: ignore[arg-type]
+        for key_of, fields in data.newer.items():
+            key = key_of(race_id)
             triples: list[Any] = []
             for field, (order, doc) in fields.items():
                 triples += [field, order, doc]
-            self._put_newer(keys=[key, key + ":order"], args=triples, client=pipe)
+            self._put_newer(keys=[key, order_key(key)], args=triples, client=pipe)
         if data.history:
-            pipe.hset(STRATEGY_HISTORY_KEY.format(race_id), mapping=data.history)  # type: ignore[arg-type]
+            pipe.hset(strategy_history_key(race_id), mapping=data.history)  # type: ignore[arg-type]
         if data.state is not None:
             version, doc, summary, zargs = data.state
-            self._put_state(keys=[STATE_KEY.format(race_id), VERSION_KEY.format(race_id), BOARD_KEY.format(race_id),
-                                  UPDATES_KEY.format(race_id), RACES_KEY],
+            self._put_state(keys=[state_key(race_id), version_key(race_id), leaderboard_key(race_id),
+                                  updates_key(race_id), RACES_KEY],
                             args=[version, doc, race_id, summary, self.updates_maxlen, *zargs], client=pipe)
 
     # ------------------------------------------------------------------ data loss
@@ -448,10 +438,10 @@ class RedisWriter:
             args: list[Any] = [self.events_maxlen]
             for event_id, (stream_id, kind, doc) in data.events.items():
                 args += [stream_id or "*", event_id, kind, doc]
-            self._rewrite_events(keys=[EVENTS_KEY.format(race_id), EVENT_INDEX_KEY.format(race_id)], args=args,
+            self._rewrite_events(keys=[events_key(race_id), event_index_key(race_id)], args=args,
                                  client=pipe)
             if data.trimmed:
-                pipe.hset(EVENT_INDEX_KEY.format(race_id), mapping=data.trimmed)  # type: ignore[arg-type]
+                pipe.hset(event_index_key(race_id), mapping=data.trimmed)  # type: ignore[arg-type]
         self._content(pipe, race_id, data)
         results = pipe.execute()
         if data.events:
@@ -464,16 +454,16 @@ class RedisWriter:
         Redis holds nothing of it, take what the history store has and write it back."""
         data = _RaceData()
         pipe = self.client.pipeline(transaction=False)
-        pipe.get(STATE_KEY.format(race_id))
+        pipe.get(state_key(race_id))
         pipe.hget(RACES_KEY, race_id)
-        pipe.get(SESSION_KEY.format(race_id))
-        pipe.hgetall(LAPCHART_KEY.format(race_id))
-        for template in (STINTS_KEY, STRATEGY_KEY):
-            pipe.hgetall(template.format(race_id))
-            pipe.hgetall(template.format(race_id) + ":order")
-        pipe.hgetall(STRATEGY_HISTORY_KEY.format(race_id))
-        pipe.xrange(EVENTS_KEY.format(race_id))
-        pipe.hgetall(EVENT_INDEX_KEY.format(race_id))
+        pipe.get(session_key(race_id))
+        pipe.hgetall(lapchart_key(race_id))
+        for key_of in (stints_key, strategy_key):
+            pipe.hgetall(key_of(race_id))
+            pipe.hgetall(order_key(key_of(race_id)))
+        pipe.hgetall(strategy_history_key(race_id))
+        pipe.xrange(events_key(race_id))
+        pipe.hgetall(event_index_key(race_id))
         state, summary, session, chart, stints, stint_order, calls, call_order, history, entries, index = pipe.execute()
         if state is not None:
             doc = orjson.loads(state)
@@ -481,18 +471,18 @@ class RedisWriter:
             for row in doc.get("rows") or []:
                 zargs += [row.get("position"), row.get("driver_number")]
             name = orjson.loads(summary).get("name") if summary else None
-            data.state = (int(doc.get("version", -1)), bytes(state), summary or orjson.dumps(_summary_of(doc, name)),
-                          zargs)
+            data.state = (int(doc.get("version", -1)), bytes(state),
+                          summary or orjson.dumps(summary_of_state(doc, name)), zargs)
             data.final = bool(doc.get("final"))
         data.session = session
         data.chart = {int(k): bytes(v) for k, v in chart.items()}
-        for template, values, orders in ((STINTS_KEY, stints, stint_order), (STRATEGY_KEY, calls, call_order)):
+        for key_of, values, orders in ((stints_key, stints, stint_order), (strategy_key, calls, call_order)):
             for field, doc in values.items():
-                data._newer(template, field.decode(), int(orders.get(field, -1)), bytes(doc))
+                data._newer(key_of, field.decode(), int(orders.get(field, -1)), bytes(doc))
         data.history = {k.decode(): bytes(v) for k, v in history.items()}
         for stream_id, fields in entries:
-            data.events[fields[b"event_id"].decode()] = [stream_id, fields.get(b"type", b"").decode(),
-                                                          fields.get(b"json", b"null")]
+            data.events[fields[EVENT_ID_FIELD].decode()] = [stream_id, fields.get(EVENT_TYPE_FIELD, b"").decode(),
+                                                            fields.get(EVENT_JSON_FIELD, b"null")]
         data.trimmed = {k.decode(): v for k, v in index.items() if k.decode() not in data.events}
         data.cap(self.events_maxlen)
         self.mirror[race_id] = data
@@ -523,7 +513,7 @@ class RedisSink(DynamicSink[Any]):
     """Bytewax sink: one :class:`RedisWriter` per worker. With ``database_url``, a race that Redis
     lost while the flow was down is restored from PostgreSQL as far as it holds it."""
 
-    def __init__(self, url: str, events_maxlen: int = 20_000, retry: RetryPolicy | None = None,
+    def __init__(self, url: str, events_maxlen: int = EVENTS_MAXLEN, retry: RetryPolicy | None = None,
                  database_url: str | None = None) -> None:
         self.url = url
         self.events_maxlen = events_maxlen

@@ -37,6 +37,7 @@ from psycopg.rows import dict_row
 
 from dataflows.race.state import applied_of
 from infra.drills.compare import calls, count, keyed, one
+from schemas import redis_layout as layout
 
 log = logging.getLogger("racewire.drill")
 
@@ -54,26 +55,25 @@ def _json(raw: Any) -> Any:
 def redis_contents(client: Any, race_id: str) -> dict[str, Any]:
     # client: redis.Redis without decode_responses (bytes in, bytes out)
     """The race's keys in Redis (see the module docstring)."""
-    from dataflows.connectors import redis_sink as k
-
-    state = _json(client.get(k.STATE_KEY.format(race_id)))
-    summary = _json(client.hget(k.RACES_KEY, race_id))
-    session = _json(client.get(k.SESSION_KEY.format(race_id)))
-    board = {m.decode(): int(s) for m, s in client.zrange(k.BOARD_KEY.format(race_id), 0, -1, withscores=True)}
-    entries = client.xrange(k.EVENTS_KEY.format(race_id))
+    state = _json(client.get(layout.state_key(race_id)))
+    summary = _json(client.hget(layout.RACES_KEY, race_id))
+    session = _json(client.get(layout.session_key(race_id)))
+    board = {m.decode(): int(s) for m, s in client.zrange(layout.leaderboard_key(race_id), 0, -1, withscores=True)}
+    entries = client.xrange(layout.events_key(race_id))
     events: dict[str, Any] = {}
     copies: Counter[str] = Counter()
     for _entry_id, fields in entries:
-        event_id = fields[b"event_id"].decode()
+        event_id = fields[layout.EVENT_ID_FIELD].decode()
         copies[event_id] += 1
-        events.setdefault(event_id, {"type": fields[b"type"].decode(), "event": _json(fields[b"json"])})
-    ids = {m.decode(): True for m in client.hkeys(k.EVENT_INDEX_KEY.format(race_id))}
+        events.setdefault(event_id, {"type": fields[layout.EVENT_TYPE_FIELD].decode(),
+                                     "event": _json(fields[layout.EVENT_JSON_FIELD])})
+    ids = {m.decode(): True for m in client.hkeys(layout.event_index_key(race_id))}
 
     def hash_of(key: str) -> dict[str, Any]:
-        return {f.decode(): _json(v) for f, v in client.hgetall(key.format(race_id)).items()}
+        return {f.decode(): _json(v) for f, v in client.hgetall(key).items()}
 
-    latest = {f"{c.get('lap')}:{driver}": c for driver, c in hash_of(k.STRATEGY_KEY).items()}
-    version = client.get(k.VERSION_KEY.format(race_id))
+    latest = {f"{c.get('lap')}:{driver}": c for driver, c in hash_of(layout.strategy_key(race_id)).items()}
+    version = client.get(layout.version_key(race_id))
     return {
         # the state version carries the count of input records the race state applied (session,
         # laps, telemetry, control): what is missing from it was never applied, even where no final
@@ -85,10 +85,10 @@ def redis_contents(client: Any, race_id: str) -> dict[str, Any]:
         "leaderboard": one(board or None),
         "events": keyed(events, copies),
         "event_ids": keyed(ids),
-        "lapchart": keyed(hash_of(k.LAPCHART_KEY)),
-        "stints": keyed(hash_of(k.STINTS_KEY)),
+        "lapchart": keyed(hash_of(layout.lapchart_key(race_id))),
+        "stints": keyed(hash_of(layout.stints_key(race_id))),
         "strategy": calls(latest),
-        "strategy_history": calls(hash_of(k.STRATEGY_HISTORY_KEY)),
+        "strategy_history": calls(hash_of(layout.strategy_history_key(race_id))),
     }
 
 

@@ -36,11 +36,10 @@ import redis
 
 from infra.registry import RegistryServer
 from infra.services import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, free_ports
+from schemas import redis_layout as layout
 
 log = logging.getLogger("racewire.drill")
 
-#: the flow's status documents (contract shared with the dataflow and serving)
-FLOW_STATUS_PATTERN = "racewire:flow:status:*"
 
 
 class Stack:
@@ -346,11 +345,9 @@ class Monitor:
         return len(self.baseline)
 
     def _redis_items(self, client: Any) -> set[str]:
-        from dataflows.connectors import redis_sink as k
-
-        items = {f"event {fields[b'event_id'].decode()}"
-                 for _id, fields in client.xrange(k.EVENTS_KEY.format(self.race_id))}
-        for lap, order in client.hgetall(k.LAPCHART_KEY.format(self.race_id)).items():
+        items = {f"event {fields[layout.EVENT_ID_FIELD].decode()}"
+                 for _id, fields in client.xrange(layout.events_key(self.race_id))}
+        for lap, order in client.hgetall(layout.lapchart_key(self.race_id)).items():
             items.update(f"lap {lap.decode()}:{car}" for car in json.loads(order))
         return items
 
@@ -367,8 +364,6 @@ class Monitor:
             self._stop.wait(self.interval)
 
     def sample(self) -> Sample:
-        from dataflows.connectors import redis_sink as k
-
         s = Sample(time.monotonic(), time.time())
         s.flow_pids = tuple(self.up.pids_of("flow", "race"))
         s.sim_alive = bool(self.up.pids_of("simulate"))
@@ -378,10 +373,10 @@ class Monitor:
         r = self.race_id
         try:
             pipe = self._redis.pipeline(transaction=False)
-            pipe.get(k.VERSION_KEY.format(r))
-            pipe.hget(k.RACES_KEY, r)
-            pipe.xlen(k.EVENTS_KEY.format(r))
-            pipe.hvals(k.LAPCHART_KEY.format(r))
+            pipe.get(layout.version_key(r))
+            pipe.hget(layout.RACES_KEY, r)
+            pipe.xlen(layout.events_key(r))
+            pipe.hvals(layout.lapchart_key(r))
             version, summary, events, chart = pipe.execute()
             s.version = None if version is None else int(version)
             if summary is not None:
@@ -389,7 +384,7 @@ class Monitor:
                 s.lap, s.status = doc.get("lap"), doc.get("status")
             s.events = int(events)
             s.chart_laps = sum(len(json.loads(order)) for order in chart)
-            keys = list(self._redis.scan_iter(match=FLOW_STATUS_PATTERN, count=100))
+            keys = list(self._redis.scan_iter(match=layout.FLOW_STATUS_PATTERN, count=100))
             docs = [json.loads(v) for v in self._redis.mget(keys) if v is not None] if keys else []
             s.flow = flow_status(docs, r)
             if self.baseline is not None:

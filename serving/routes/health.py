@@ -24,6 +24,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from schemas.redis_layout import FLOW_STATUS_PATTERN
 from serving.auth import PrincipalDep, Role
 from serving.deps import HubDep, MetricsDep, RedisDep, SettingsDep
 from serving.models import HealthOut, ReadyOut
@@ -34,8 +35,6 @@ metrics_router = APIRouter(tags=["ops"])
 KAFKA_CHECK_TTL_S = 5.0
 FLOW_CHECK_TTL_S = 2.0
 CHECK_TIMEOUT_S = 2.0
-#: the flow status documents (the contract between the dataflow and serving)
-FLOW_STATUS_PATTERN = "racewire:flow:status:*"
 #: what anonymous callers see of each dependency
 PUBLIC_FIELDS = ("ok", "configured", "processes")
 

@@ -20,8 +20,9 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from schemas.redis_layout import events_key, updates_key
 from serving.sse.framing import Message, leaderboard_delta
-from serving.store import EVENTS_KEY, UPDATES_KEY, ZERO, RaceStore, StreamEntry, StreamId
+from serving.store import ZERO, RaceStore, StreamEntry, StreamId
 
 log = logging.getLogger("racewire.serving.sse")
 
@@ -114,8 +115,8 @@ class RaceChannel:
         self.stopping = False
         self.ready = asyncio.Event()
         self.linger: asyncio.TimerHandle | None = None
-        self._events_key = EVENTS_KEY.format(race_id)
-        self._updates_key = UPDATES_KEY.format(race_id)
+        self._events_key = events_key(race_id)
+        self._updates_key = updates_key(race_id)
         self.seen: dict[bytes, None] = {}  # event ids broadcast lately, oldest first
 
     async def start(self) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 import redis
 from confluent_kafka import Producer
 
-from dataflows.connectors.redis_sink import EVENTS_KEY, STATE_KEY
 from schemas.codec import Codec
 from schemas.model import Lap, Session
+from schemas.redis_layout import events_key, state_key
 from simulator.race import RaceSimulator
 from tests.integration.test_race_pipeline import _consume, _key
 
@@ -83,7 +83,7 @@ def wait_for(what: str, check: Callable[[], Any], proc: subprocess.Popen[bytes] 
 
 
 def state(client: redis.Redis, race_id: str) -> dict[str, Any] | None:
-    raw = client.get(STATE_KEY.format(race_id))
+    raw = client.get(state_key(race_id))
     return None if raw is None else json.loads(raw)
 
 
@@ -95,7 +95,7 @@ def wait_settled(client: redis.Redis, race_id: str, proc: subprocess.Popen[bytes
     since = time.monotonic()
     while True:
         assert proc.poll() is None, f"the dataflow exited with code {proc.returncode}"
-        now = (client.get(STATE_KEY.format(race_id)), client.xlen(EVENTS_KEY.format(race_id)))
+        now = (client.get(state_key(race_id)), client.xlen(events_key(race_id)))
         if now != last:
             last, since = now, time.monotonic()
         elif time.monotonic() - since >= quiet_s:
@@ -109,7 +109,7 @@ def stream_entries(client: redis.Redis, race_id: str) -> list[tuple[str, dict[st
     """(stream id, {event_id, type, json}) of every entry of the race's events stream."""
     return [(i.decode(), {"event_id": f[b"event_id"].decode(), "type": f[b"type"].decode(),
                           "json": json.loads(f[b"json"])})
-            for i, f in client.xrange(EVENTS_KEY.format(race_id))]
+            for i, f in client.xrange(events_key(race_id))]
 
 
 def output_topic(bootstrap: str, topic: str, codec: Codec, race_id: str) -> list[Any]:

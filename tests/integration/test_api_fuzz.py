@@ -24,6 +24,7 @@ import redis
 
 from dataflows.connectors.redis_sink import RedisWriter
 from infra.bench_harness import serve_in_thread
+from schemas.redis_layout import RACES_KEY
 from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import play, race_outputs, write_session
@@ -45,7 +46,7 @@ def live_race(redis_url: str, redis_client: redis.Redis, unique_race_id: str) ->
     try:
         yield unique_race_id
     finally:
-        writer.client.hdel("races", unique_race_id)
+        writer.client.hdel(RACES_KEY, unique_race_id)
         writer.close()
 
 

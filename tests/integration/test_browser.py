@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 import redis
 
-from dataflows.connectors.redis_sink import BoardUpdate, RedisWriter
+from dataflows.connectors.redis_sink import RedisWriter
 from infra.bench_harness import serve_in_thread
 from schemas.model import RaceEvent
+from schemas.redis_layout import RACES_KEY, BoardUpdate
 from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import race_outputs, write_session
@@ -152,7 +153,7 @@ def test_live_race_in_the_browser(browser: Any, redis_url: str, redis_client: re
             page.close()
             phone.close()
     finally:
-        redis_client.hdel("races", race_id)
+        redis_client.hdel(RACES_KEY, race_id)
         writer.close()
     assert not errors, errors
 
@@ -198,7 +199,7 @@ def test_a_page_opened_mid_race_charts_the_laps_already_run(browser: Any, redis_
                                    timeout=10_000)
             page.close()
     finally:
-        redis_client.hdel("races", race_id)
+        redis_client.hdel(RACES_KEY, race_id)
         writer.close()
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")

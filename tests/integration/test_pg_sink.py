@@ -15,12 +15,12 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from dataflows.connectors.pg_sink import PgWriter
-from dataflows.connectors.redis_sink import BoardUpdate, SessionDoc
 from dataflows.race.driver import DriverUpdate
 from dataflows.race.processor import LapChart
 from dataflows.race.towers import Tower
 from infra.migrate import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
 from schemas.model import ControlKind, Leaderboard, RaceEvent
+from schemas.redis_layout import BoardUpdate, SessionDoc
 from tests.unit.race_builder import Race
 
 TABLES = ("races", "drivers", "laps", "events", "stints", "standings", "lap_charts")

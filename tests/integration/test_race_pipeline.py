@@ -21,11 +21,19 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from dataflows.connectors.redis_sink import EVENTS_KEY, STATE_KEY
 from dataflows.race.state import applied_of
 from infra.flow_cli import flow_process
 from schemas.codec import Codec, make_registry_client
 from schemas.model import Lap, Telemetry
+from schemas.redis_layout import (
+    RACES_KEY,
+    events_key,
+    lapchart_key,
+    leaderboard_key,
+    race_keys_pattern,
+    state_key,
+    version_key,
+)
 from simulator.race import RaceSimulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,13 +56,13 @@ def _wait_final(client: redis.Redis, race_id: str, proc: subprocess.Popen[bytes]
     """The race's state once the flow has applied all ``records`` valid input records."""
     deadline = time.monotonic() + FLOW_TIMEOUT_S
     while time.monotonic() < deadline:
-        raw = client.get(STATE_KEY.format(race_id))
+        raw = client.get(state_key(race_id))
         if raw is not None:
             doc = json.loads(raw)
             if doc["final"] and applied_of(doc["version"]) >= records:
                 assert applied_of(doc["version"]) == records
                 time.sleep(1.0)  # let the last events land
-                return json.loads(client.get(STATE_KEY.format(race_id)) or b"{}")
+                return json.loads(client.get(state_key(race_id)) or b"{}")
         assert proc.poll() is None, f"dataflow exited with {proc.returncode}"
         time.sleep(0.2)
     raise AssertionError(f"race {race_id} not final in Redis after {FLOW_TIMEOUT_S} s")
@@ -62,7 +70,7 @@ def _wait_final(client: redis.Redis, race_id: str, proc: subprocess.Popen[bytes]
 
 def _stream_events(client: redis.Redis, race_id: str) -> list[dict[str, Any]]:
     return [{**json.loads(fields[b"json"]), "type": fields[b"type"].decode()}
-            for _id, fields in client.xrange(EVENTS_KEY.format(race_id))]
+            for _id, fields in client.xrange(events_key(race_id))]
 
 
 def _bad_records(codec: Codec, race_id: str, real_lap: Lap) -> list[tuple[str, bytes, bytes, str]]:
@@ -174,9 +182,9 @@ def test_race_through_broker_and_dataflow_matches_ground_truth(
             doc = _wait_final(client, race_id, proc, produced_race["records"])
             events = _stream_events(client, race_id)
             _check_against_truth(doc, events, truth)
-            ranked = [int(m) for m in client.zrange(f"race:{race_id}:leaderboard", 0, -1)]
+            ranked = [int(m) for m in client.zrange(leaderboard_key(race_id), 0, -1)]
             assert ranked == [c["driver_number"] for c in truth["classification"]]
-            chart = {int(k): json.loads(v) for k, v in client.hgetall(f"race:{race_id}:lapchart").items()}
+            chart = {int(k): json.loads(v) for k, v in client.hgetall(lapchart_key(race_id)).items()}
             assert chart == produced_race["lap_chart"]
 
             # the same on the Kafka output topic, read with the codec
@@ -200,9 +208,9 @@ def test_race_through_broker_and_dataflow_matches_ground_truth(
                 assert (value, error_type) in got, f"no dead letter {error_type}"
             assert all(d.reason for d in letters)
     finally:
-        for key in client.scan_iter(f"race:{race_id}:*"):
+        for key in client.scan_iter(race_keys_pattern(race_id)):
             client.delete(key)
-        client.hdel("races", race_id)
+        client.hdel(RACES_KEY, race_id)
 
 
 @pytest.fixture
@@ -267,9 +275,9 @@ def test_two_workers_give_the_same_results_as_one_and_replays_change_nothing(
 
         # replay the same input into the first database: same state, same events, nothing added
         first = clients[0]
-        before_events = first.xrange(EVENTS_KEY.format(race_id))
-        before_state = json.loads(first.get(STATE_KEY.format(race_id)) or b"{}")
-        first.delete(STATE_KEY.format(race_id), f"race:{race_id}:version")
+        before_events = first.xrange(events_key(race_id))
+        before_state = json.loads(first.get(state_key(race_id)) or b"{}")
+        first.delete(state_key(race_id), version_key(race_id))
         assert _lap_rows(history_db, race_id, laps_in_race) == (laps_in_race, laps_in_race)  # each lap once
         # the flow started after the whole race was produced (one long backlog): still a tower per lap
         assert _standings_laps(history_db, race_id) == list(range(1, LAPS + 1))
@@ -277,12 +285,12 @@ def test_two_workers_give_the_same_results_as_one_and_replays_change_nothing(
             after_state = _wait_final(first, race_id, proc, produced_race["records"])
             time.sleep(1.0)
         assert _lap_rows(history_db, race_id, laps_in_race) == (laps_in_race, laps_in_race)  # still once
-        after_events = first.xrange(EVENTS_KEY.format(race_id))
+        after_events = first.xrange(events_key(race_id))
         assert after_events == before_events
         for key in ("rows", "hero", "fastest_lap", "version", "final"):
             assert after_state[key] == before_state[key]
     finally:
         for client in clients:
-            for key in client.scan_iter(f"race:{race_id}:*"):
+            for key in client.scan_iter(race_keys_pattern(race_id)):
                 client.delete(key)
-            client.hdel("races", race_id)
+            client.hdel(RACES_KEY, race_id)

@@ -17,26 +17,27 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis
 
-from dataflows.connectors.redis_sink import (
-    LAPCHART_KEY,
-    RACES_KEY,
-    SESSION_KEY,
-    STINTS_KEY,
-    STRATEGY_HISTORY_KEY,
-    STRATEGY_KEY,
-)
 from infra.bench_harness import serve_in_thread
 from infra.flow_cli import flow_process
 from infra.services import EmbeddedKafka, EmbeddedRedis, free_port
 from infra.topics import create_topics
 from schemas.codec import Codec, make_registry_client
 from schemas.model import Commentary, RaceEvent, Recommendation, Stint
+from schemas.redis_layout import (
+    RACES_KEY,
+    lapchart_key,
+    session_document,
+    session_key,
+    stints_key,
+    strategy_history_key,
+    strategy_key,
+)
 from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
-from serving.replay import session_document
 from serving.sse.framing import SSEParser
 from tests.integration.live_race import (
     check_against_truth,
@@ -127,7 +128,7 @@ def test_flushed_redis_gets_every_live_race_back_whole(broker: str, registry_url
                                                       key=lambda s: tuple(int(p) for p in s.split("-")))
 
             # the lap chart, every lap
-            chart = {int(k): json.loads(v) for k, v in client.hgetall(LAPCHART_KEY.format(rid)).items()}
+            chart = {int(k): json.loads(v) for k, v in client.hgetall(lapchart_key(rid)).items()}
             assert chart == race.lap_chart
 
             # stints: the newest version of each; strategy: each car's latest call and every call
@@ -137,21 +138,21 @@ def test_flushed_redis_gets_every_live_race_back_whole(broker: str, registry_url
                     key, order = f"{s.driver_number}:{s.stint}", 2 * s.end_lap + (not s.open)
                     if key not in stints or order >= stints[key][0]:
                         stints[key] = (order, s.to_dict())
-            assert stints and _hash_json(client, STINTS_KEY.format(rid)) == {k: v for k, (_o, v) in stints.items()}
+            assert stints and _hash_json(client, stints_key(rid)) == {k: v for k, (_o, v) in stints.items()}
             calls = [c for c in output_topic(broker, "f1.strategy.recommendations", codec, rid)
                      if isinstance(c, Recommendation)]
             assert calls, "no strategy calls were published"
             history = {f"{c.lap}:{c.driver_number}": c.to_dict() for c in calls}
-            assert _hash_json(client, STRATEGY_HISTORY_KEY.format(rid)) == history
+            assert _hash_json(client, strategy_history_key(rid)) == history
             latest: dict[str, Recommendation] = {}
             for c in calls:
                 if str(c.driver_number) not in latest or c.lap >= latest[str(c.driver_number)].lap:
                     latest[str(c.driver_number)] = c
-            assert _hash_json(client, STRATEGY_KEY.format(rid)) == {k: c.to_dict() for k, c in latest.items()}
+            assert _hash_json(client, strategy_key(rid)) == {k: c.to_dict() for k, c in latest.items()}
 
             # the session and the race list
-            assert json.loads(client.get(SESSION_KEY.format(rid)) or b"null") == json.loads(
-                session_document(race.session))
+            assert json.loads(client.get(session_key(rid)) or b"null") == json.loads(
+                orjson.dumps(session_document(race.session)))
             summary = json.loads(client.hget(RACES_KEY, rid) or b"{}")
             assert (summary.get("status"), summary.get("version")) == ("finished", doc["version"])
 

@@ -25,6 +25,17 @@ from infra.bench_harness import serve_in_thread
 from infra.cli import main as cli_main
 from infra.migrate import migrate
 from infra.rebuild_cache import rebuild
+from schemas.redis_layout import (
+    RACES_KEY,
+    events_key,
+    lapchart_key,
+    leaderboard_key,
+    race_keys_pattern,
+    session_key,
+    state_key,
+    stints_key,
+    version_key,
+)
 from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from tests.integration.test_pg_sink import _race
@@ -41,10 +52,10 @@ def _db_url(url: str, db: int) -> str:
 
 
 def _forget(client: redis.Redis) -> None:
-    keys = list(client.scan_iter(match=f"race:{RACE}:*"))
+    keys = list(client.scan_iter(match=race_keys_pattern(RACE)))
     if keys:
         client.delete(*keys)
-    client.hdel("races", RACE)
+    client.hdel(RACES_KEY, RACE)
 
 
 @pytest.fixture
@@ -81,7 +92,7 @@ def _order(doc: dict[str, Any]) -> list[int]:
 
 
 def test_dead_redis_falls_back_to_postgresql_and_recovers(stores: dict[str, Any]) -> None:
-    original = orjson.loads(stores["live_client"].get(f"race:{RACE}:state"))
+    original = orjson.loads(stores["live_client"].get(state_key(RACE)))
     settings = Settings(redis_url=DEAD_REDIS, database_url=stores["pg"], api_key="test-key-123")  # type: ignore[arg-type]
     app = create_app(settings, FAST)
     with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as http:
@@ -103,7 +114,7 @@ def test_dead_redis_falls_back_to_postgresql_and_recovers(stores: dict[str, Any]
         assert hero.json()["hero"] == original["hero"] and original["hero"] is not None
         events = http.get(f"/api/races/{RACE}/events", params={"limit": 1000})
         assert events.headers["X-Racewire-Source"] == "postgresql"
-        redis_types = sorted(f[b"type"].decode() for _i, f in stores["live_client"].xrange(f"race:{RACE}:events")
+        redis_types = sorted(f[b"type"].decode() for _i, f in stores["live_client"].xrange(events_key(RACE))
                              if f[b"type"] != b"COMMENTARY")
         assert sorted(e["type"] for e in events.json()["events"]) == redis_types
         page = http.get(f"/api/races/{RACE}/events", params={"limit": 2}).json()
@@ -139,26 +150,26 @@ def test_neither_store_is_a_503_naming_both() -> None:
 def test_rebuild_cache_restores_the_leaderboard_idempotently(stores: dict[str, Any],
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     live, spare = stores["live_client"], stores["spare_client"]
-    original = orjson.loads(live.get(f"race:{RACE}:state"))
+    original = orjson.loads(live.get(state_key(RACE)))
     summary = rebuild(RACE, stores["pg"], stores["spare"])
     assert summary["state_written"] and summary["leaderboard"] == _order(original)
-    restored = orjson.loads(spare.get(f"race:{RACE}:state"))
+    restored = orjson.loads(spare.get(state_key(RACE)))
     assert restored["rows"] == original["rows"] and restored["version"] >= 0
-    assert int(spare.get(f"race:{RACE}:version")) == restored["version"]
-    board = f"race:{RACE}:leaderboard"
+    assert int(spare.get(version_key(RACE))) == restored["version"]
+    board = leaderboard_key(RACE)
     assert spare.zrange(board, 0, -1, withscores=True) == live.zrange(board, 0, -1, withscores=True)
-    assert orjson.loads(spare.hget("races", RACE))["status"] == "finished"
-    assert spare.xlen(f"race:{RACE}:events") == summary["events_added"] == summary["events_stored"] > 0
-    assert summary["session_written"] and orjson.loads(spare.get(f"race:{RACE}:session"))["name"] == "Test GP"
-    assert spare.hgetall(f"race:{RACE}:lapchart") == live.hgetall(f"race:{RACE}:lapchart")
-    assert summary["lap_chart_laps"] == 3 and summary["stints"] == live.hlen(f"race:{RACE}:stints") > 0
+    assert orjson.loads(spare.hget(RACES_KEY, RACE))["status"] == "finished"
+    assert spare.xlen(events_key(RACE)) == summary["events_added"] == summary["events_stored"] > 0
+    assert summary["session_written"] and orjson.loads(spare.get(session_key(RACE)))["name"] == "Test GP"
+    assert spare.hgetall(lapchart_key(RACE)) == live.hgetall(lapchart_key(RACE))
+    assert summary["lap_chart_laps"] == 3 and summary["stints"] == live.hlen(stints_key(RACE)) > 0
 
     # again, through the command: nothing changes
     assert cli_main(["rebuild-cache", "--race", RACE, "--database-url", stores["pg"],
                      "--redis-url", stores["spare"]]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert not again["state_written"] and again["events_added"] == 0 and not again["session_written"]
-    assert orjson.loads(spare.get(f"race:{RACE}:state")) == restored
+    assert orjson.loads(spare.get(state_key(RACE))) == restored
 
     assert cli_main(["rebuild-cache", "--race", "nope", "--database-url", stores["pg"],
                      "--redis-url", stores["spare"]]) == 1
@@ -168,7 +179,7 @@ def test_a_race_missing_from_a_live_redis_is_answered_from_postgresql(stores: di
     """Finding 5 of issue 11: Redis answers but has lost the race (a flush, a restart without
     persistence): the race endpoints answer from PostgreSQL and say so, instead of 404."""
     live = stores["live_client"]
-    original = orjson.loads(live.get(f"race:{RACE}:state"))
+    original = orjson.loads(live.get(state_key(RACE)))
     _forget(live)  # the race's keys are gone; Redis itself is up
     settings = Settings(redis_url=stores["live"], database_url=stores["pg"], api_key="test-key-123")  # type: ignore[arg-type]
     with serve_in_thread(create_app(settings, FAST)) as url, httpx.Client(base_url=url, timeout=10) as http:

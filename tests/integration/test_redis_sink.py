@@ -6,14 +6,18 @@ import json
 
 import redis
 
-from dataflows.connectors.redis_sink import (
-    BOARD_KEY,
-    EVENTS_KEY,
-    STATE_KEY,
-    BoardUpdate,
-    RedisWriter,
-)
+from dataflows.connectors.redis_sink import RedisWriter
 from schemas.model import EventType, Leaderboard, RaceEvent
+from schemas.redis_layout import (
+    RACES_KEY,
+    BoardUpdate,
+    events_key,
+    leaderboard_key,
+    order_key,
+    state_key,
+    stints_key,
+    strategy_key,
+)
 from tests.unit.race_builder import Race
 
 
@@ -37,24 +41,24 @@ def test_replaying_outputs_changes_nothing(redis_client: redis.Redis, redis_url:
     outputs = _outputs(unique_race_id)
     writer = RedisWriter(redis_url)
     writer.write(outputs)
-    state = redis_client.get(STATE_KEY.format(unique_race_id))
-    events = redis_client.xrange(EVENTS_KEY.format(unique_race_id))
-    board = redis_client.zrange(BOARD_KEY.format(unique_race_id), 0, -1, withscores=True)
+    state = redis_client.get(state_key(unique_race_id))
+    events = redis_client.xrange(events_key(unique_race_id))
+    board = redis_client.zrange(leaderboard_key(unique_race_id), 0, -1, withscores=True)
     assert state is not None and events and len(board) == 3
 
     writer.write(outputs)  # a replay
     for item in outputs:  # and one by one, as a restarted flow would
         writer.write([item])
-    assert redis_client.get(STATE_KEY.format(unique_race_id)) == state
-    assert redis_client.xrange(EVENTS_KEY.format(unique_race_id)) == events
-    assert redis_client.zrange(BOARD_KEY.format(unique_race_id), 0, -1, withscores=True) == board
+    assert redis_client.get(state_key(unique_race_id)) == state
+    assert redis_client.xrange(events_key(unique_race_id)) == events
+    assert redis_client.zrange(leaderboard_key(unique_race_id), 0, -1, withscores=True) == board
     doc = json.loads(state)
     assert doc["final"] and doc["positions"] == {"1": [1.0, 2.0]}
     ids = [f[b"event_id"].decode() for _id, f in events]
     assert len(ids) == len(set(ids))
     assert any(f[b"type"] == str(EventType.CLASSIFICATION).encode() for _id, f in events)
-    assert json.loads(redis_client.hget("races", unique_race_id) or b"{}")["status"] == "finished"
-    redis_client.hdel("races", unique_race_id)
+    assert json.loads(redis_client.hget(RACES_KEY, unique_race_id) or b"{}")["status"] == "finished"
+    redis_client.hdel(RACES_KEY, unique_race_id)
 
 
 def test_an_older_version_never_overwrites_a_newer_one(
@@ -64,14 +68,13 @@ def test_an_older_version_never_overwrites_a_newer_one(
     writer = RedisWriter(redis_url)
     writer.write([boards[-1]])
     writer.write([boards[0]])
-    doc = json.loads(redis_client.get(STATE_KEY.format(unique_race_id)) or b"{}")
+    doc = json.loads(redis_client.get(state_key(unique_race_id)) or b"{}")
     assert doc["version"] == boards[-1].board.version
-    redis_client.hdel("races", unique_race_id)
+    redis_client.hdel(RACES_KEY, unique_race_id)
 
 
 def test_stints_and_strategy_calls_only_move_forward(redis_client: redis.Redis, redis_url: str,
                                                      unique_race_id: str) -> None:
-    from dataflows.connectors.redis_sink import STINTS_KEY, STRATEGY_KEY
     from schemas.model import Recommendation, Stint
 
     rid = unique_race_id
@@ -85,10 +88,10 @@ def test_stints_and_strategy_calls_only_move_forward(redis_client: redis.Redis, 
     writer = RedisWriter(redis_url)
     writer.write([stint(10, True), stint(12, False), call(11), call(12)])
     writer.write([stint(12, True), stint(11, True), call(10)])  # older versions, replayed late
-    got_stint = json.loads(redis_client.hget(STINTS_KEY.format(rid), "44:1") or b"{}")
+    got_stint = json.loads(redis_client.hget(stints_key(rid), "44:1") or b"{}")
     assert (got_stint["end_lap"], got_stint["open"]) == (12, False)
-    assert json.loads(redis_client.hget(STRATEGY_KEY.format(rid), "44") or b"{}")["lap"] == 12
+    assert json.loads(redis_client.hget(strategy_key(rid), "44") or b"{}")["lap"] == 12
     writer.write([stint(12, False), call(13)])
-    assert json.loads(redis_client.hget(STRATEGY_KEY.format(rid), "44") or b"{}")["lap"] == 13
-    redis_client.delete(STINTS_KEY.format(rid), STINTS_KEY.format(rid) + ":order",
-                        STRATEGY_KEY.format(rid), STRATEGY_KEY.format(rid) + ":order")
+    assert json.loads(redis_client.hget(strategy_key(rid), "44") or b"{}")["lap"] == 13
+    redis_client.delete(stints_key(rid), order_key(stints_key(rid)),
+                        strategy_key(rid), order_key(strategy_key(rid)))

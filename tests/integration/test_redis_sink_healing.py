@@ -18,18 +18,22 @@ import redis
 from psycopg.conninfo import make_conninfo
 
 from dataflows.connectors.pg_sink import HistoryReader, PgWriter
-from dataflows.connectors.redis_sink import (
-    EVENT_INDEX_KEY,
-    EVENTS_KEY,
-    BoardUpdate,
-    RedisWriter,
-    SessionDoc,
-)
+from dataflows.connectors.redis_sink import RedisWriter
 from dataflows.connectors.retry import SINK_RETRIES, RetryPolicy
 from dataflows.race.processor import LapChart
 from infra.migrate import migrate
 from infra.services import EmbeddedRedis, free_port
 from schemas.model import Commentary, Leaderboard, RaceEvent, Recommendation, Stint
+from schemas.redis_layout import (
+    RACES_KEY,
+    BoardUpdate,
+    SessionDoc,
+    event_index_key,
+    events_key,
+    lapchart_key,
+    race_keys_pattern,
+    stints_key,
+)
 from tests.integration.test_pg_sink import _race
 
 FAST = RetryPolicy(initial_backoff_s=0.05, max_backoff_s=0.5)
@@ -84,7 +88,7 @@ def _live(items: list[Any]) -> list[Any]:
 def _dump(c: redis.Redis, race_id: str) -> dict[str, Any]:
     """Everything Redis holds of a race, stream ids left out (they are compared apart)."""
     out: dict[str, Any] = {}
-    for key in sorted(c.scan_iter(match=f"race:{race_id}:*")):
+    for key in sorted(c.scan_iter(match=race_keys_pattern(race_id))):
         kind = c.type(key)
         if kind == b"stream":
             if key.endswith(b":updates"):
@@ -98,12 +102,12 @@ def _dump(c: redis.Redis, race_id: str) -> dict[str, Any]:
             out[key.decode()] = c.zrange(key, 0, -1, withscores=True)
         else:
             out[key.decode()] = c.get(key)
-    out["races"] = c.hget("races", race_id)
+    out["races"] = c.hget(RACES_KEY, race_id)
     return out
 
 
 def _event_index(c: redis.Redis, race_id: str) -> dict[bytes, bytes]:
-    return c.hgetall(EVENT_INDEX_KEY.format(race_id))
+    return c.hgetall(event_index_key(race_id))
 
 
 def test_a_flush_mid_race_brings_the_race_back_whole_with_the_same_stream_ids(client: redis.Redis,
@@ -112,11 +116,11 @@ def test_a_flush_mid_race_brings_the_race_back_whole_with_the_same_stream_ids(cl
     half = len(items) // 2
     writer = RedisWriter(server.url, retry=FAST)
     writer.write(items[:half])
-    before = client.xrange(EVENTS_KEY.format("a"))
+    before = client.xrange(events_key("a"))
     assert before
     client.flushall()
     writer.write(items[half:])
-    after = client.xrange(EVENTS_KEY.format("a"))
+    after = client.xrange(events_key("a"))
     assert after[:len(before)] == before  # the old entries, under their old ids
     ids = [f[b"event_id"] for _i, f in after]
     assert len(ids) == len(set(ids)) == len({i.event_id for i in items if isinstance(i, (RaceEvent, Commentary))})
@@ -169,7 +173,7 @@ def test_the_writers_memory_keeps_only_the_capped_streams_payloads(client: redis
     assert len(index) == 251  # replays of trimmed events are still recognised
     writer.write(events[:10])
     assert len(_event_index(client, "cap")) == 251
-    assert client.xlen(EVENTS_KEY.format("cap")) <= 250
+    assert client.xlen(events_key("cap")) <= 250
 
 
 @pytest.fixture
@@ -195,16 +199,16 @@ def test_a_race_lost_while_the_flow_was_down_comes_back_from_postgresql(client: 
     pg.write(items)
     pg.close()
     RedisWriter(server.url).write(items)
-    want_events = {f[b"event_id"] for _i, f in client.xrange(EVENTS_KEY.format("r"))}
-    want_chart, want_stints = client.hgetall("race:r:lapchart"), client.hgetall("race:r:stints")
+    want_events = {f[b"event_id"] for _i, f in client.xrange(events_key("r"))}
+    want_chart, want_stints = client.hgetall(lapchart_key("r")), client.hgetall(stints_key("r"))
     client.flushall()  # lost while the flow was down; then the flow resumes from its snapshot
     restarted = RedisWriter(server.url, history=HistoryReader(history))
     late = RaceEvent("r:late", "r", "PIT_STOP", 300_000, 3, message="late")  # type: ignore[arg-type]
     restarted.write([late])
-    got = {f[b"event_id"] for _i, f in client.xrange(EVENTS_KEY.format("r"))}
+    got = {f[b"event_id"] for _i, f in client.xrange(events_key("r"))}
     assert got == want_events | {b"r:late"}
-    assert client.hgetall("race:r:lapchart") == want_chart
-    assert {k: v for k, v in client.hgetall("race:r:stints").items()}.keys() == want_stints.keys()
+    assert client.hgetall(lapchart_key("r")) == want_chart
+    assert {k: v for k, v in client.hgetall(stints_key("r")).items()}.keys() == want_stints.keys()
 
 
 def _retries() -> float:
@@ -241,7 +245,7 @@ def test_a_write_during_an_outage_waits_for_redis_and_says_so_once(client: redis
     assert getattr(sink_logs[1], "retries", 0) >= 1 and getattr(sink_logs[1], "outage_s", 0) >= 1.5
     assert _retries() - retries == sink_logs[1].retries  # type: ignore[attr-defined]
     assert writer.rewrites == 0  # the data survived the restart: nothing to rewrite
-    ids = [f[b"event_id"] for _i, f in client.xrange(EVENTS_KEY.format("o"))]
+    ids = [f[b"event_id"] for _i, f in client.xrange(events_key("o"))]
     assert len(ids) == len(set(ids)) == len({i.event_id for i in items if isinstance(i, (RaceEvent, Commentary))})
 
 
@@ -251,7 +255,7 @@ def test_a_restart_without_persistence_is_an_outage_then_a_data_loss(tmp_path: P
         writer = RedisWriter(volatile.url, retry=FAST)
         items = _live(_outputs("v"))
         writer.write(items[:8])
-        before = c.xrange(EVENTS_KEY.format("v"))
+        before = c.xrange(events_key("v"))
         volatile.stop()
         thread = threading.Thread(target=writer.write, args=(items[8:],), daemon=True)
         thread.start()
@@ -259,7 +263,7 @@ def test_a_restart_without_persistence_is_an_outage_then_a_data_loss(tmp_path: P
         volatile.start()  # empty
         thread.join(30)
         assert not thread.is_alive()
-        after = c.xrange(EVENTS_KEY.format("v"))
+        after = c.xrange(events_key("v"))
         assert after[:len(before)] == before and writer.rewrites == 1
         assert len(after) == len({i.event_id for i in items if isinstance(i, (RaceEvent, Commentary))})
         c.close()

@@ -21,9 +21,10 @@ import orjson
 import pytest
 import redis
 
-from dataflows.connectors.redis_sink import EVENTS_KEY, RedisWriter
+from dataflows.connectors.redis_sink import RedisWriter
 from infra.bench_harness import serve_in_thread
 from schemas.model import Commentary, RaceEvent
+from schemas.redis_layout import RACES_KEY, events_key
 from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import Output, play, race_outputs, write_session
@@ -64,7 +65,7 @@ def race(recorded_race: tuple[Any, list[Output]], unique_race_id: str, redis_url
     try:
         yield session, _for_race(outputs, unique_race_id), writer
     finally:
-        writer.client.hdel("races", unique_race_id)
+        writer.client.hdel(RACES_KEY, unique_race_id)
         writer.close()
 
 
@@ -491,7 +492,7 @@ def test_commentary_lines_are_streamed_as_commentary(server: str, race: Any, uni
     line = Commentary(f"{unique_race_id}:c:1", unique_race_id, 12_000, 1, "Lights out and away we go!", "x", 2)
     with sse(server, unique_race_id) as client:
         client.next()
-        redis_client.xadd(EVENTS_KEY.format(unique_race_id),
+        redis_client.xadd(events_key(unique_race_id),
                           {"event_id": line.event_id, "type": "COMMENTARY", "json": orjson.dumps(line.to_dict())})
         got = client.until(lambda e: e.event == "commentary")
         assert orjson.loads(got[-1].data)["text"] == "Lights out and away we go!"

@@ -10,8 +10,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from dataflows.connectors.redis_sink import EVENTS_KEY, RedisWriter
+from dataflows.connectors.redis_sink import RedisWriter
 from schemas.model import EventType, RaceEvent
+from schemas.redis_layout import RACES_KEY, BoardUpdate, events_key
 from serving.replay import play, race_outputs
 from serving.sse import Hub, StreamHooks, client_stream
 from serving.sse.framing import SSEParser
@@ -83,10 +84,10 @@ def test_trimmed_history_is_reported_as_a_gap(redis_url: str, redis_client: redi
     race = unique_race_id
     writer = RedisWriter(redis_url, events_maxlen=100)
     writer.write([_event(race, i) for i in range(5)])
-    first_id = redis_client.xrange(EVENTS_KEY.format(race), count=1)[0][0].decode()
+    first_id = redis_client.xrange(events_key(race), count=1)[0][0].decode()
     # the capped stream drops its oldest entries
-    redis_client.xtrim(EVENTS_KEY.format(race), maxlen=2, approximate=False)
-    redis_client.hset("races", race, b"{}")
+    redis_client.xtrim(events_key(race), maxlen=2, approximate=False)
+    redis_client.hset(RACES_KEY, race, b"{}")
 
     async def scenario() -> None:
         client = aioredis.Redis.from_url(redis_url)
@@ -104,7 +105,7 @@ def test_trimmed_history_is_reported_as_a_gap(redis_url: str, redis_client: redi
     try:
         asyncio.run(scenario())
     finally:
-        redis_client.hdel("races", race)
+        redis_client.hdel(RACES_KEY, race)
         writer.close()
 
 
@@ -112,7 +113,6 @@ def test_fanout_budget_thins_telemetry_snapshots_but_never_the_last(redis_url: s
                                                                     unique_race_id: str) -> None:
     from dataclasses import replace
 
-    from dataflows.connectors.redis_sink import BoardUpdate
 
     race = unique_race_id
     _, outputs = race_outputs(race, 3, 1)
@@ -151,7 +151,7 @@ def test_fanout_budget_thins_telemetry_snapshots_but_never_the_last(redis_url: s
     try:
         asyncio.run(scenario())
     finally:
-        redis_client.hdel("races", race)
+        redis_client.hdel(RACES_KEY, race)
         writer.close()
 
 
@@ -217,7 +217,7 @@ def test_500_clients_churning_through_the_whole_app_leave_nothing_behind(redis_u
         assert "racewire_sse_connections_total 500.0" in gauge
     finally:
         stop.set()
-        writer.client.hdel("races", unique_race_id)
+        writer.client.hdel(RACES_KEY, unique_race_id)
 
 
 def test_an_event_written_again_under_a_new_id_is_not_sent_twice(redis_url: str, redis_client: redis.Redis,
@@ -227,7 +227,7 @@ def test_an_event_written_again_under_a_new_id_is_not_sent_twice(redis_url: str,
     race = unique_race_id
     writer = RedisWriter(redis_url)
     writer.write([_event(race, 0)])
-    redis_client.hset("races", race, b"{}")
+    redis_client.hset(RACES_KEY, race, b"{}")
 
     async def scenario() -> None:
         client = aioredis.Redis.from_url(redis_url)
@@ -240,7 +240,7 @@ def test_an_event_written_again_under_a_new_id_is_not_sent_twice(redis_url: str,
             await asyncio.to_thread(writer.write, [_event(race, 1)])
             assert [orjson.loads(e.data)["event_id"] for e in await first] == [f"{race}:ev:1"]
             # the event it sent, appended again under a new id
-            redis_client.xadd(EVENTS_KEY.format(race), {"event_id": f"{race}:ev:1", "type": "PIT_STOP",
+            redis_client.xadd(events_key(race), {"event_id": f"{race}:ev:1", "type": "PIT_STOP",
                                                         "json": orjson.dumps(_event(race, 1).to_dict())})
             await asyncio.to_thread(writer.write, [_event(race, 2)])
             got = await _read(gen, parser, 1)
@@ -253,5 +253,5 @@ def test_an_event_written_again_under_a_new_id_is_not_sent_twice(redis_url: str,
     try:
         asyncio.run(scenario())
     finally:
-        redis_client.hdel("races", race)
+        redis_client.hdel(RACES_KEY, race)
         writer.close()

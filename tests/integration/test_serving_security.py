@@ -23,6 +23,7 @@ import redis
 from dataflows.connectors.redis_sink import RedisWriter
 from infra.bench_harness import serve_in_thread
 from infra.services import free_port, free_ports
+from schemas.redis_layout import RACES_KEY, flow_status_key
 from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import play, race_outputs, write_session
@@ -68,7 +69,7 @@ def live_race(redis_url: str, redis_client: redis.Redis, unique_race_id: str) ->
     try:
         yield unique_race_id
     finally:
-        writer.client.hdel("races", unique_race_id)
+        writer.client.hdel(RACES_KEY, unique_race_id)
         writer.close()
 
 
@@ -376,7 +377,7 @@ def test_ready_while_postgresql_can_answer_for_a_dead_redis(stored: tuple[str, l
 
 def test_health_reports_the_dataflow_from_its_status_documents(http: httpx.Client, redis_client: redis.Redis,
                                                                 unique_race_id: str) -> None:
-    key = f"racewire:flow:status:{90000 + int(unique_race_id[2:6], 16)}"  # a process id nobody else uses
+    key = flow_status_key(90000 + int(unique_race_id[2:6], 16))  # a process id nobody else uses
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     doc = {"process": 0, "pid": 1, "started_at": now, "updated_at": now, "last_applied_age_s": 0.4,
            "records_read": 10, "records_applied": 9,

@@ -19,12 +19,12 @@ import psycopg
 import pytest
 import redis
 
-from dataflows.connectors.redis_sink import LAPCHART_KEY
 from infra.flow_cli import flow_process
 from infra.services import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, free_port, free_ports
 from infra.topics import create_topics
 from schemas.codec import Codec, make_registry_client
 from schemas.model import Commentary, RaceEvent
+from schemas.redis_layout import lapchart_key
 from tests.integration.live_race import (
     check_against_truth,
     output_topic,
@@ -83,7 +83,7 @@ def test_flow_survives_a_redis_outage(broker: str, registry_url: str, tmp_path: 
             in_stream = Counter(e["event_id"] for _i, e in entries)
             assert max(in_stream.values()) == 1, "an event is in the stream twice"
             assert in_stream == _events_truth(broker, codec, race.race_id)
-            chart = {int(k): json.loads(v) for k, v in client.hgetall(LAPCHART_KEY.format(race.race_id)).items()}
+            chart = {int(k): json.loads(v) for k, v in client.hgetall(lapchart_key(race.race_id)).items()}
             assert chart == race.lap_chart
             assert proc.poll() is None
     finally:

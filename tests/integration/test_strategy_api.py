@@ -13,6 +13,7 @@ import redis
 from dataflows.connectors.redis_sink import RedisWriter
 from infra.bench_harness import serve_in_thread
 from schemas.model import Recommendation
+from schemas.redis_layout import RACES_KEY, race_keys_pattern
 from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
 from serving.replay import Output, play, race_outputs, write_session
@@ -46,9 +47,9 @@ def finished_race(recorded: tuple[Any, list[Output]], redis_url: str, redis_clie
     write_session(writer, session)
     list(play(writer, outputs))
     yield session.race_id
-    for key in redis_client.scan_iter(f"race:{session.race_id}:*"):
+    for key in redis_client.scan_iter(race_keys_pattern(session.race_id)):
         redis_client.delete(key)
-    redis_client.hdel("races", session.race_id)
+    redis_client.hdel(RACES_KEY, session.race_id)
 
 
 @pytest.fixture
@@ -60,9 +61,9 @@ def live_race(recorded: tuple[Any, list[Output]], redis_url: str, redis_client: 
     write_session(writer, session)
     list(play(writer, [o for o in outputs if o.ts_ms <= half]))
     yield session.race_id
-    for key in redis_client.scan_iter(f"race:{session.race_id}:*"):
+    for key in redis_client.scan_iter(race_keys_pattern(session.race_id)):
         redis_client.delete(key)
-    redis_client.hdel("races", session.race_id)
+    redis_client.hdel(RACES_KEY, session.race_id)
 
 
 def _situation(lap: int = 20, total: int = 57, cars: int = 6) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from infra.services import free_ports, port_in_use
+from schemas.redis_layout import RACES_KEY, race_keys_pattern
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -145,6 +146,6 @@ def test_up_uses_external_services_when_configured(
         import redis
 
         client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(f"race:{race_id}:*"):
+        for key in client.scan_iter(race_keys_pattern(race_id)):
             client.delete(key)
-        client.hdel("races", race_id)
+        client.hdel(RACES_KEY, race_id)

@@ -25,6 +25,7 @@ import pytest
 import redis
 
 from infra.services import port_in_use
+from schemas.redis_layout import state_key
 from simulator.race import RaceSimulator
 from tests.integration.test_up import REPO, URL_LINE, Lines, _env, _stop_and_check
 
@@ -56,7 +57,7 @@ def _records(race_id: str, seed: int, laps: int) -> int:
 def _state(env: dict[str, str], race_id: str) -> dict[str, Any] | None:
     client = redis.Redis.from_url(f"redis://127.0.0.1:{env['RACEWIRE_REDIS_PORT']}/0")
     try:
-        raw = client.get(f"race:{race_id}:state")
+        raw = client.get(state_key(race_id))
     except redis.RedisError:
         return None
     finally:

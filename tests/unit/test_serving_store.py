@@ -1,17 +1,8 @@
-"""Serving reads the keys the Redis sink writes: the formats must not drift apart."""
+"""Serving's read side of Redis (the keys themselves: ``test_redis_layout.py``)."""
 
 from __future__ import annotations
 
-from dataflows.connectors import redis_sink
 from serving import store
-
-
-def test_key_formats_match_the_sink() -> None:
-    for name in ("STATE_KEY", "VERSION_KEY", "BOARD_KEY", "EVENTS_KEY", "UPDATES_KEY", "RACES_KEY", "STINTS_KEY",
-                 "STRATEGY_KEY"):
-        assert getattr(store, name) == getattr(redis_sink, name), name
-    if hasattr(redis_sink, "SESSION_KEY"):
-        assert store.SESSION_KEY == redis_sink.SESSION_KEY
 
 
 def test_drivers_from_state_rows() -> None:

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("infra.serve_cli", "Run the API and the live web leaderboard."),
     "registry": ("infra.registry.server", "Run racewire's own Confluent-compatible schema registry."),
     "topics": ("infra.topics", "Create racewire's topics on the broker."),
-    "bench": ("infra.bench", "Benchmarks that print JSON (pipeline, ...)."),
+    "bench": ("infra.bench.cli", "Benchmarks that print JSON (pipeline, ...)."),
     "replay": ("infra.pipeline_run:REPLAY", "Replay a real race from a lap table through the pipeline."),
     "verify": ("simulator.verify", "Compare a replay report with official results."),
     "livetiming": ("infra.pipeline_run:LIVETIMING", "Replay a live-timing feed capture through the pipeline."),

@@ -22,8 +22,8 @@ import redis
 
 from dataflows.connectors.producer import ProducerOptions
 from dataflows.race.state import applied_of
-from infra.bench_harness import services as benchmark_services
 from infra.flow_cli import flow_process
+from infra.services.stack import services as benchmark_services
 from infra.topics import create_topics
 from schemas.codec import Codec, make_registry_client
 from schemas.model import InputRecord

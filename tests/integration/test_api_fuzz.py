@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from dataflows.connectors.redis_sink import RedisWriter
-from infra.bench_harness import serve_in_thread
+from infra.bench.harness import serve_in_thread
 from schemas.redis_layout import RACES_KEY
 from schemas.settings import Settings
 from serving.app import ServingOptions, create_app

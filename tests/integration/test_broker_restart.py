@@ -24,7 +24,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from infra.bench_harness import serve_in_thread
+from infra.bench.harness import serve_in_thread
 from infra.services import EmbeddedKafka, free_port
 from schemas.codec import INPUT_TOPICS, Codec, make_registry_client
 from schemas.settings import Settings

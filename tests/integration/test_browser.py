@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from dataflows.connectors.redis_sink import RedisWriter
-from infra.bench_harness import serve_in_thread
+from infra.bench.harness import serve_in_thread
 from schemas.model import RaceEvent
 from schemas.redis_layout import RACES_KEY, BoardUpdate
 from schemas.settings import Settings

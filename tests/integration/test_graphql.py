@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from dataflows.race.processor import LapChart
-from infra.bench_harness import serve_in_thread
+from infra.bench.harness import serve_in_thread
 from schemas.model import RaceEvent
 from schemas.settings import Settings
 from serving.app import create_app

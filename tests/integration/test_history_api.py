@@ -11,7 +11,7 @@ import pytest
 
 from dataflows.race.driver import DriverUpdate
 from dataflows.race.processor import LapChart
-from infra.bench_harness import serve_in_thread
+from infra.bench.harness import serve_in_thread
 from schemas.model import Stint
 from schemas.settings import Settings
 from serving.app import ServingOptions, create_app

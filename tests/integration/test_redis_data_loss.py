@@ -21,7 +21,7 @@ import orjson
 import pytest
 import redis
 
-from infra.bench_harness import serve_in_thread
+from infra.bench.harness import serve_in_thread
 from infra.flow_cli import flow_process
 from infra.services import EmbeddedKafka, EmbeddedRedis, free_port
 from infra.topics import create_topics

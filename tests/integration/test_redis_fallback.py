@@ -21,7 +21,7 @@ from psycopg.conninfo import make_conninfo
 
 from dataflows.connectors.pg_sink import PgWriter
 from dataflows.connectors.redis_sink import RedisWriter
-from infra.bench_harness import serve_in_thread
+from infra.bench.harness import serve_in_thread
 from infra.cli import main as cli_main
 from infra.migrate import migrate
 from infra.rebuild_cache import rebuild

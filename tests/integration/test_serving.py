@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from dataflows.connectors.redis_sink import RedisWriter
-from infra.bench_harness import serve_in_thread
+from infra.bench.harness import serve_in_thread
 from schemas.model import Commentary, RaceEvent
 from schemas.redis_layout import RACES_KEY, events_key
 from schemas.settings import Settings

@@ -164,7 +164,7 @@ def test_500_clients_churning_through_the_whole_app_leave_nothing_behind(redis_u
 
     import httpx
 
-    from infra.bench_harness import serve_in_thread
+    from infra.bench.harness import serve_in_thread
     from schemas.settings import Settings
     from serving.app import ServingOptions, create_app
     from serving.replay import write_session

@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from dataflows.connectors.redis_sink import RedisWriter
-from infra.bench_harness import serve_in_thread
+from infra.bench.harness import serve_in_thread
 from infra.services import free_port, free_ports
 from schemas.redis_layout import RACES_KEY, flow_status_key
 from schemas.settings import Settings

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from dataflows.connectors.redis_sink import RedisWriter
-from infra.bench_harness import serve_in_thread
+from infra.bench.harness import serve_in_thread
 from schemas.model import Recommendation
 from schemas.redis_layout import RACES_KEY, race_keys_pattern
 from schemas.settings import Settings

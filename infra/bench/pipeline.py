@@ -1,4 +1,4 @@
-"""``racewire bench …``: benchmarks that print JSON.
+"""``racewire bench pipeline``: end-to-end throughput of the race dataflow.
 
 ``racewire bench pipeline --races N --json`` simulates N races, produces them to the broker at
 max speed, then measures in the same run:
@@ -16,8 +16,6 @@ hold only this run's races); Redis is ``RACEWIRE_REDIS_URL``, a local one on 637
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import statistics
@@ -33,8 +31,7 @@ import psutil
 log = logging.getLogger("racewire.bench")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+def add_subcommands(sub: Any) -> None:
     p = sub.add_parser("pipeline", help="end-to-end throughput of the race dataflow")
     p.add_argument("--races", type=int, default=4)
     p.add_argument("--laps", type=int, default=50)
@@ -46,25 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="strategy calls in the flow: on, off, or compare (both runs on the same input)")
     p.add_argument("--repeat", type=int, default=1,
                    help="runs of the flow per mode (compare alternates off/on); figures are medians")
-    from infra.bench_history import add_subcommands as add_history  # PostgreSQL load + history API
-    from infra.bench_idle import add_subcommands as add_idle  # idle CPU of a whole `racewire up`
-    from infra.bench_serving import add_subcommands as add_serving  # sse, latency
-    from strategy.bench import add_subcommands as add_strategy  # Monte Carlo race simulations
-
-    for add in (add_serving, add_history, add_strategy, add_idle):
-        add(sub)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.bench == "pipeline":
-        result = bench_pipeline(args.races, args.laps, args.workers, args.seed, args.timeout, args.strategy,
-                                args.repeat)
-    elif hasattr(args, "bench_func"):
-        result = args.bench_func(args)
-    else:
-        raise SystemExit(f"unknown benchmark {args.bench}")
-    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
-    return 0
+    p.set_defaults(bench_func=lambda args: bench_pipeline(args.races, args.laps, args.workers, args.seed,
+                                                          args.timeout, args.strategy, args.repeat))
 
 
 def _ceiling(bootstrap: str, codec: Any, expected: int, timeout: float) -> tuple[int, float]:
@@ -108,7 +88,7 @@ def bench_pipeline(races: int, laps: int, workers: int, seed: int, timeout: floa
     from simulator.sources.synthetic import SyntheticRace
 
     tag = uuid.uuid4().hex[:6]
-    from infra.bench_harness import services
+    from infra.bench.harness import services
 
     with tempfile.TemporaryDirectory(prefix="racewire-bench-") as tmp, services(Path(tmp)) as svc:
         create_topics(svc["bootstrap"], partitions=max(4, workers * 2))
@@ -164,7 +144,7 @@ def _run_flow(svc: dict[str, str], client: Any, expected: dict[str, int | None],
               timeout: float) -> dict[str, Any]:
     """Run the race flow over the produced races until Redis reflects every input record."""
     from dataflows.race.state import applied_of
-    from infra.bench_harness import tree_peak_rss_mb
+    from infra.bench.harness import tree_peak_rss_mb
     from infra.flow_cli import flow_process
     from schemas.redis_layout import strategy_key, version_key
     from schemas.settings import load_settings

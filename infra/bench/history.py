@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from infra.bench_harness import peak_rss_mb, percentile, redis_service
+from infra.bench.harness import peak_rss_mb, percentile, redis_service
 
 log = logging.getLogger("racewire.bench.history")
 
@@ -154,7 +154,7 @@ def bench_history(args: argparse.Namespace) -> dict[str, Any]:
 
     from dataflows.connectors.pg_sink import PgWriter
     from dataflows.race.towers import Tower
-    from infra.bench_serving import serving_process
+    from infra.bench.serving import serving_process
     from infra.migrate import migrate
 
     pool: Path = args.data

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from infra.bench_harness import percentile, redis_service, services, status_mb
+from infra.bench.harness import percentile, redis_service, services, status_mb
 
 log = logging.getLogger("racewire.bench.serving")
 

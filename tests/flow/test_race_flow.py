@@ -14,7 +14,7 @@ from dataflows.race_flow import RaceSinks, build_race_flow
 from schemas.codec import Codec, make_registry_client
 from schemas.model import DeadLetter, Lap, Leaderboard, RaceEvent, Telemetry
 from simulator.race import RaceSimulator
-from tests.unit.tower_checks import inconsistencies
+from tests.support.tower_checks import inconsistencies
 
 LAPS = 12
 

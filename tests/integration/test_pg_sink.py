@@ -21,7 +21,7 @@ from dataflows.race.towers import Tower
 from infra.migrate import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
 from schemas.model import ControlKind, Leaderboard, RaceEvent
 from schemas.redis_layout import BoardUpdate, SessionDoc
-from tests.unit.race_builder import Race
+from tests.support.race_builder import Race
 
 TABLES = ("races", "drivers", "laps", "events", "stints", "standings", "lap_charts")
 

@@ -18,7 +18,7 @@ from schemas.redis_layout import (
     stints_key,
     strategy_key,
 )
-from tests.unit.race_builder import Race
+from tests.support.race_builder import Race
 
 
 def _outputs(race_id: str) -> list[object]:

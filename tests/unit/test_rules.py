@@ -18,7 +18,7 @@ from simulator.truth import _pit_stops
 from strategy import features as F
 from strategy import fuel, pitstops, representative
 from strategy.train import degradation_rows
-from tests.unit.race_builder import Race
+from tests.support.race_builder import Race
 
 #: (lap, lap time ms, live status, feed codes as in a lap table, pit in, pit out, deleted)
 LAPS = [

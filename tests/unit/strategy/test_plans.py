@@ -10,7 +10,7 @@ import pytest
 from strategy.calls import warm_up
 from strategy.montecarlo import COMPOUNDS, RaceModel, Strategy
 from strategy.plans import candidates, compare, expected_time, optimal
-from tests.unit.test_montecarlo import make_field
+from tests.unit.strategy.test_montecarlo import make_field
 
 MEDIUM = COMPOUNDS.index("MEDIUM")
 

@@ -7,7 +7,7 @@ import pytest
 
 from strategy.calls import recommend, warm_up
 from strategy.montecarlo import COMPOUNDS, RaceModel
-from tests.unit.test_montecarlo import make_field
+from tests.unit.strategy.test_montecarlo import make_field
 
 SOFT, MEDIUM, HARD = (COMPOUNDS.index(c) for c in ("SOFT", "MEDIUM", "HARD"))
 

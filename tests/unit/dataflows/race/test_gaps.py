@@ -11,8 +11,8 @@ from dataflows.race.gaps import LoopTimes, Passages, behind, loops_per_lap, towe
 from dataflows.race.processor import RaceProcessor
 from schemas.model import Control, Lap, Leaderboard, LeaderboardRow, Telemetry
 from simulator.race import RaceSimulator
-from tests.unit.race_builder import Race
-from tests.unit.tower_checks import inconsistencies
+from tests.support.race_builder import Race
+from tests.support.tower_checks import inconsistencies
 
 #: 3000 m with a loop every 150 m: 20 loops a lap, loop g at race progress g / 20
 TRACK_M = 3000

@@ -7,7 +7,7 @@ import pytest
 from dataflows.race.stints import StintTracker, degradation_fit
 from schemas.model import Stint, TrackStatus
 from strategy.fuel import fuel_s_per_lap
-from tests.unit.race_builder import Race
+from tests.support.race_builder import Race
 
 #: race distance of these tests, and the fuel correction per lap it means (ms)
 TOTAL = 55

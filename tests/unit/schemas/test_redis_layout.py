@@ -16,7 +16,7 @@ from schemas import redis_layout as layout
 from schemas.model import Leaderboard
 from serving.fallback import race_summary_document
 from serving.store import StreamEntry
-from tests.unit.race_builder import Race
+from tests.support.race_builder import Race
 
 #: the wire layout, spelled out: changing a key name breaks every reader of a running Redis
 WIRE = {

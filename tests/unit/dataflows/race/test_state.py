@@ -9,7 +9,7 @@ from dataflows.race.processor import Rejected, Throttle
 from dataflows.race.state import STRAGGLER_GRACE_S, applied_of, race_version
 from dataflows.race.validate import validate
 from schemas.model import ControlKind, Lap, Leaderboard, Telemetry, TrackStatus
-from tests.unit.race_builder import Race
+from tests.support.race_builder import Race
 
 
 def board(race: Race) -> Leaderboard:

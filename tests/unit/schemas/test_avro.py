@@ -38,7 +38,7 @@ from infra.registry import (
 )
 from schemas.codec import SCHEMA_FILES, Codec, make_registry_client, schema_text, subject
 
-HISTORY = Path(__file__).resolve().parents[2] / "schemas" / "avro" / "history"
+HISTORY = Path(__file__).resolve().parents[3] / "schemas" / "avro" / "history"
 NAMES = {topic: Path(file).stem for topic, file in SCHEMA_FILES.items()}
 TOPICS = list(SCHEMA_FILES)
 _VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.avsc$")

@@ -9,7 +9,7 @@ from dataflows.race.processor import RaceProcessor
 from dataflows.race.towers import Tower
 from schemas.model import CarStatus, ControlKind, Lap
 from simulator.race import RaceSimulator
-from tests.unit.race_builder import Race
+from tests.support.race_builder import Race
 
 
 def _towers(outputs: list[Any]) -> dict[int, Tower]:

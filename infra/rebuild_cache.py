@@ -54,7 +54,7 @@ def rebuild(race_id: str, database_url: str, redis_url: str) -> dict[str, Any]:
     from dataflows.connectors.pg_sink import HistoryReader
     from dataflows.connectors.redis_sink import RedisWriter
     from dataflows.connectors.retry import RetryPolicy
-    from dataflows.race.processor import LapChart
+    from dataflows.outputs import LapChart
     from schemas.model import Leaderboard, RaceEvent, Stint
     from schemas.redis_layout import BoardUpdate, events_key, lapchart_key, session_key, stints_key, version_key
 

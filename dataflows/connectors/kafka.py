@@ -1,4 +1,5 @@
-"""Kafka edge of the dataflows: decode input messages, encode output messages, dead letters.
+"""Kafka edge of the dataflows: decode input messages, encode output messages (dead letters:
+:meth:`dataflows.outputs.Rejected.dead_letter`).
 
 Decoding happens a whole batch at a time (``flat_map_batch``): one Python call per batch of
 messages instead of one per message.
@@ -7,14 +8,13 @@ messages instead of one per message.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSinkMessage
 
 from dataflows import metrics
-from dataflows.connectors.kafka_source import MessageRef, RawKafkaSource, StubMessage, as_ref
+from dataflows.connectors.kafka_source import RawKafkaSource, StubMessage, as_ref
+from dataflows.outputs import Rejected
 from dataflows.race.validate import validate
 from schemas.codec import INPUT_TOPICS, Codec, CodecError
 from schemas.model import DeadLetter, Lap, Leaderboard, RaceEvent, Recommendation, Stint
@@ -40,17 +40,6 @@ CONSUMER_TUNING: dict[str, str] = {
     "queued.max.messages.kbytes": "8192",
     "fetch.queue.backoff.ms": "10",
 }
-
-
-@dataclass(slots=True, frozen=True)
-class Rejected:
-    """A message refused at the edge or by a step, with the reason; becomes a dead letter."""
-
-    reason: str
-    error_type: str
-    step: str
-    msg: MessageRef | None
-    race_id: str | None = None
 
 
 def make_source(bootstrap: str, topics: Iterable[str] = INPUT_TOPICS, batch_size: int = 5000,
@@ -150,15 +139,6 @@ class Decoder:
 def is_lap(item: tuple[str, Any]) -> bool:
     """A keyed lap for the per-driver step (rather than a race chunk)."""
     return not isinstance(item[1], RaceChunk)
-
-
-def dead_letter(rej: Rejected) -> DeadLetter:
-    ref = rej.msg or MessageRef(None, None, None, None, None)
-    return DeadLetter(
-        source_topic=ref.topic or "unknown", reason=rej.reason, error_type=rej.error_type, step=rej.step,
-        received_at=datetime.now(UTC), key=ref.key, value=ref.value, partition=ref.partition,
-        offset=ref.offset, race_id=rej.race_id,
-    )
 
 
 _PER_DRIVER = (Stint, Recommendation)

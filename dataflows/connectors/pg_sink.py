@@ -37,9 +37,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg.types.json import Jsonb
 
 from dataflows.connectors.retry import OutageRetry, RetryPolicy
+from dataflows.outputs import LapChart, Tower
 from dataflows.race.driver import DriverUpdate
-from dataflows.race.processor import LapChart
-from dataflows.race.towers import Tower
 from schemas.model import CarStatus, Lap, Leaderboard, RaceEvent, Session, Stint
 from schemas.redis_layout import BoardUpdate, SessionDoc, race_summary
 

@@ -26,7 +26,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dataflows.connectors.retry import OutageRetry, RetryPolicy
-from dataflows.race.processor import LapChart
+from dataflows.outputs import LapChart
 from schemas.model import Commentary, Leaderboard, RaceEvent, Recommendation, Stint
 from schemas.redis_layout import (
     COMMENTARY_TYPE,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dataflows.outputs import Rejected
 from schemas.model import Lap
 from strategy.pitstops import pending_in_lap, stop_completed
 
@@ -32,12 +33,6 @@ class DriverUpdate:
     @property
     def race_id(self) -> str:
         return self.lap.race_id
-
-
-@dataclass(slots=True, frozen=True)
-class Rejection:
-    reason: str
-    error_type: str
 
 
 @dataclass(slots=True)
@@ -64,15 +59,15 @@ class DriverState:
     pending_in_lap: int | None = None
     seen: set[str] = field(default_factory=set)
 
-    def update(self, lap: Lap) -> DriverUpdate | Rejection | None:
+    def update(self, lap: Lap) -> DriverUpdate | Rejected | None:
         """Apply one lap; ``None`` for an exact retry (same ``event_id``), which is harmless."""
         if lap.event_id in self.seen:
             return None
         expected = self.laps + 1
         if lap.lap != expected:
-            return Rejection(
+            return Rejected(
                 f"lap {lap.lap} of car {lap.driver_number} out of sequence: expected lap {expected}",
-                "OUT_OF_SEQUENCE",
+                "OUT_OF_SEQUENCE", "driver-state", race_id=lap.race_id,
             )
         self.seen.add(lap.event_id)
         self.laps = lap.lap

@@ -16,35 +16,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from dataflows.race.driver import DriverUpdate, Rejection
+from dataflows.outputs import LapChart, RaceOutput, Rejected
+from dataflows.race.board import leaderboard
+from dataflows.race.driver import DriverUpdate
+from dataflows.race.schedule import StrategySchedule
+from dataflows.race.settle import Settler
 from dataflows.race.state import RaceState
 from dataflows.race.stints import StintTracker
 from dataflows.race.strategist import Strategist
-from dataflows.race.towers import Tower, TowerBook
-from schemas.model import Leaderboard, RaceEvent, Recommendation, Session, Stint
+from dataflows.race.towers import TowerBook
+from schemas.model import Leaderboard, Session, Stint
 
 #: records held for a race whose session has not arrived yet; beyond this they are rejected
 MAX_PENDING = 500_000
-
-
-@dataclass(slots=True, frozen=True)
-class Rejected:
-    """An input the race state refused, with whatever the caller attached to it."""
-
-    rejection: Rejection
-    ref: Any
-
-
-@dataclass(slots=True)
-class LapChart:
-    """The order at the timing line at the end of one lap (cars that completed it, by crossing)."""
-
-    race_id: str
-    lap: int
-    order: list[int]
-
-
-Output = Leaderboard | RaceEvent | Rejected | LapChart | Stint | Recommendation | Tower
 
 
 @dataclass(slots=True)
@@ -95,6 +79,10 @@ class RaceProcessor:
     keep_ref: Any = field(default=None, repr=False)
     #: strategy calls at the end of every lap (None: no calls)
     strategist: Strategist | None = None
+    #: the events that wait for the watermark (see :mod:`dataflows.race.settle`)
+    settler: Settler = field(default_factory=Settler)
+    #: when the strategy calls run (see :mod:`dataflows.race.schedule`)
+    schedule: StrategySchedule = field(default_factory=StrategySchedule)
     #: the timing tower at the end of every lap (see :mod:`dataflows.race.towers`)
     towers: TowerBook = field(default_factory=TowerBook)
     #: each car's stint features (they need the race distance, which the session gives)
@@ -112,47 +100,58 @@ class RaceProcessor:
         for f, value in zip(fields(self), state, strict=True):
             object.__setattr__(self, f.name, value)
 
-    def on_batch(self, items: Iterable[tuple[Any, Any]], now_s: float) -> list[Output]:
+    def on_batch(self, items: Iterable[tuple[Any, Any]], now_s: float) -> list[RaceOutput]:
         """Apply ``(record, ref)`` pairs; returns events, rejections and at most one snapshot.
 
         ``now_s`` is wall-clock (monotonic) time: it paces telemetry snapshots and bounds how long
         strategy calls wait for a car missing from the end of a lap."""
-        out: list[Output] = []
+        out: list[RaceOutput] = []
         for record, ref in items:
             state = self.state
             if state is None:
                 if isinstance(record, Session):
                     self.state = RaceState(record)
-                    self.state.applied = 1  # the session record itself
                     held, self.pending = self.pending, []
                     out.extend(self.on_batch(held, now_s))
                 elif len(self.pending) < MAX_PENDING:
                     self.pending.append((record, ref))
                 else:
-                    out.append(Rejected(Rejection(
+                    out.append(Rejected(
                         f"no f1.race.session record for race {self.race_id} after "
-                        f"{MAX_PENDING} records; publish the session first", "NO_SESSION"), ref))
+                        f"{MAX_PENDING} records; publish the session first", "NO_SESSION", "race-state",
+                        self._kept(ref), self.race_id))
                 continue
             result = state.apply(record)
-            if isinstance(result, Rejection):
-                out.append(Rejected(result, ref))
+            if isinstance(result, Rejected):
+                out.append(result.attach(self._kept(ref)))
             else:
                 out.extend(result)
                 if isinstance(record, DriverUpdate):
+                    self.settler.observe(record)
                     self.towers.observe(record)
                     stints = self._stints(state, record)
                     out.extend(stints)
                     if self.strategist is not None:
                         self.strategist.observe(record, stints[-1])
-        if self.state is not None:
-            out.extend(self.state.settle())
-            out.extend(LapChart(self.race_id, lap, order) for lap, order in self.state.take_lap_charts().items())
-            out.extend(self.towers.due(self.state))
-            if self.strategist is not None:
-                for lap in self.state.strategy_laps(now_s):
-                    out.extend(self.strategist.calls(self.state, lap))
+        state = self.state
+        if state is not None:
+            out.extend(self.settler.settle(state))
+            out.extend(LapChart(self.race_id, lap, order) for lap, order in state.take_lap_charts().items())
+            out.extend(self.towers.due(state))
+            out.extend(self._calls(state, now_s))
         out.extend(self._snapshot(now_s))
         return out
+
+    def _kept(self, ref: Any) -> Any:
+        keep = self.keep_ref
+        return ref if keep is None else keep(ref)
+
+    def _calls(self, state: RaceState, now_s: float) -> list[RaceOutput]:
+        """Strategy calls for the laps newly complete."""
+        strategist = self.strategist
+        if strategist is None:
+            return []
+        return [call for lap in self.schedule.laps(state, now_s) for call in strategist.calls(state, lap)]
 
     def _stints(self, state: RaceState, u: DriverUpdate) -> list[Stint]:
         """The stint this lap closed (if it started a new one), then the current stint's features."""
@@ -164,38 +163,37 @@ class RaceProcessor:
                               tyre_age=lap.tyre_age, stint=u.stint, pit_in=lap.pit_in, pit_out=lap.pit_out,
                               track_status=lap.track_status)
 
-    def _snapshot(self, now_s: float) -> list[Output]:
+    def _snapshot(self, now_s: float) -> list[RaceOutput]:
         state = self.state
         if state is None:
             return []
-        if state.timing_dirty:
-            state.timing_dirty = state.order_dirty = False
+        if state.timing_changed:
             self.throttle.sent(now_s)
-            return [state.leaderboard("timing")]
-        if state.order_dirty and self.throttle.offer(now_s):
-            state.order_dirty = False
-            return [state.leaderboard("telemetry")]
+            return [self._publish(state, "timing")]
+        if state.order_changed and self.throttle.offer(now_s):
+            return [self._publish(state, "telemetry")]
         return []
 
-    def on_notify(self, now_s: float) -> list[Output]:
+    @staticmethod
+    def _publish(state: RaceState, reason: str) -> Leaderboard:
+        state.published()
+        return leaderboard(state, reason)
+
+    def on_notify(self, now_s: float) -> list[RaceOutput]:
         """Trailing edge of the telemetry throttle, and strategy calls for a lap that stopped
         waiting for a missing car."""
         state = self.state
         if state is None:
             return []
-        out: list[Output] = []
-        if self.strategist is not None:
-            for lap in state.strategy_laps(now_s):
-                out.extend(self.strategist.calls(state, lap))
-        if state.order_dirty and self.throttle.due(now_s):
-            state.order_dirty = False
-            out.append(state.leaderboard("telemetry"))
+        out = self._calls(state, now_s)
+        if state.order_changed and self.throttle.due(now_s):
+            out.append(self._publish(state, "telemetry"))
         return out
 
     def notify_at_s(self) -> float | None:
         state = self.state
         if state is None:
             return None
-        deadlines = [state.strategy_deadline_s() if self.strategist is not None else None,
-                     self.throttle.deadline() if state.order_dirty else None]
+        deadlines = [self.schedule.deadline_s() if self.strategist is not None else None,
+                     self.throttle.deadline() if state.order_changed else None]
         return min((d for d in deadlines if d is not None), default=None)

@@ -1,6 +1,6 @@
 """Strategy calls at the end of every lap, inside the race-level state.
 
-The race state says when a lap is complete (:meth:`RaceState.strategy_laps`); the strategist keeps
+The schedule says when a lap is complete (:mod:`dataflows.race.schedule`); the strategist keeps
 each car's lap history (tyres, stints, green laps) and turns the state at the end of that lap
 into a :class:`~strategy.field.Situation`: running order and gaps at the line, tyres, stops,
 compounds used, recent pace and live degradation. The Monte Carlo (:mod:`strategy.calls`) then

@@ -26,28 +26,16 @@ import bisect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dataflows.outputs import Tower
 from dataflows.race.driver import DriverUpdate
 from dataflows.race.finish import Finisher, classification_order_at
 from dataflows.race.gaps import Passages, tower_gaps
+from dataflows.race.settle import watermark
 from dataflows.race.timing import CarTiming
 from schemas.model import CarStatus, LeaderboardRow, TrackStatus
 
 if TYPE_CHECKING:
     from dataflows.race.state import RaceState
-
-
-@dataclass(slots=True)
-class Tower:
-    """The timing tower at the end of one lap (a row of PostgreSQL ``standings``)."""
-
-    race_id: str
-    lap: int
-    #: the race state's version when it was emitted: a later emission of the same lap supersedes it
-    version: int
-    #: session time at which the lap was over for everyone
-    ts_ms: int
-    track_status: TrackStatus
-    rows: list[LeaderboardRow]
 
 
 @dataclass(slots=True, frozen=True)
@@ -124,15 +112,15 @@ class TowerBook:
                     if end is not None:
                         self.ends[lap - 1] = end[0]
                         out.append(self.tower(state, lap, *end))
-        watermark: float | None = None
+        mark: float | None = None
         while True:
             lap = len(self.ends) + 1
             end = self._end(state, lap) if self._settled(state, lap) else None
             if end is None:
                 break
-            if watermark is None:
-                watermark = state.watermark()
-            if end[0] >= watermark:
+            if mark is None:
+                mark = watermark(state)
+            if end[0] >= mark:
                 break  # a crossing up to the end of this lap may still be on its way
             self.ends.append(end[0])
             out.append(self.tower(state, lap, *end))

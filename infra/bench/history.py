@@ -153,7 +153,7 @@ def bench_history(args: argparse.Namespace) -> dict[str, Any]:
     import psycopg
 
     from dataflows.connectors.pg_sink import PgWriter
-    from dataflows.race.towers import Tower
+    from dataflows.outputs import Tower
     from infra.bench.serving import serving_process
     from infra.migrate import migrate
 

@@ -20,7 +20,7 @@ one the comparison counts:
 Strategy calls: a call is made from the state at the end of a lap, with a simulation seeded by
 the race id and the lap, so it is deterministic, except that the calls for a lap go ahead
 without a car missing from its end once the leader is two laps further on and 15 s of
-wall-clock time have passed (``dataflows.race.state.STRAGGLER_GRACE_S``). So the keys (which
+wall-clock time have passed (``dataflows.race.schedule.STRAGGLER_GRACE_S``). So the keys (which
 car got a call after which lap) are always compared, and the content of a lap's calls only when
 both runs called the same cars after that lap; laps where the sets differ are named in
 ``details`` (their missing calls count as lost, surplus ones as extra).

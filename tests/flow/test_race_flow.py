@@ -8,8 +8,8 @@ import pytest
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from dataflows.connectors.kafka import source_message
+from dataflows.outputs import Tower
 from dataflows.race.state import applied_of
-from dataflows.race.towers import Tower
 from dataflows.race_flow import RaceSinks, build_race_flow
 from schemas.codec import Codec, make_registry_client
 from schemas.model import DeadLetter, Lap, Leaderboard, RaceEvent, Telemetry

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dataflows.race.processor import LapChart
+from dataflows.outputs import LapChart
 from infra.bench.harness import serve_in_thread
 from schemas.model import RaceEvent
 from schemas.settings import Settings

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from dataflows.outputs import LapChart
 from dataflows.race.driver import DriverUpdate
-from dataflows.race.processor import LapChart
 from infra.bench.harness import serve_in_thread
 from schemas.model import Stint
 from schemas.settings import Settings

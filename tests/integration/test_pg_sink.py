@@ -15,9 +15,8 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from dataflows.connectors.pg_sink import PgWriter
+from dataflows.outputs import LapChart, Tower
 from dataflows.race.driver import DriverUpdate
-from dataflows.race.processor import LapChart
-from dataflows.race.towers import Tower
 from infra.migrate import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
 from schemas.model import ControlKind, Leaderboard, RaceEvent
 from schemas.redis_layout import BoardUpdate, SessionDoc

@@ -20,7 +20,7 @@ from psycopg.conninfo import make_conninfo
 from dataflows.connectors.pg_sink import HistoryReader, PgWriter
 from dataflows.connectors.redis_sink import RedisWriter
 from dataflows.connectors.retry import SINK_RETRIES, RetryPolicy
-from dataflows.race.processor import LapChart
+from dataflows.outputs import LapChart
 from infra.migrate import migrate
 from infra.services import EmbeddedRedis, free_port
 from schemas.model import Commentary, Leaderboard, RaceEvent, Recommendation, Stint

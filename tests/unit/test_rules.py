@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from dataflows.outputs import Tower
 from dataflows.race.driver import DriverState, DriverUpdate
 from dataflows.race.stints import StintTracker
 from dataflows.race.strategist import Strategist
-from dataflows.race.towers import Tower
 from schemas.model import Lap, TrackStatus
 from simulator.truth import _pit_stops
 from strategy import features as F

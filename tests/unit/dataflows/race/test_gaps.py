@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from dataflows.race.board import leaderboard
 from dataflows.race.driver import DriverState, DriverUpdate
 from dataflows.race.gaps import LoopTimes, Passages, behind, loops_per_lap, tower_gaps
 from dataflows.race.processor import RaceProcessor
@@ -19,7 +20,7 @@ TRACK_M = 3000
 
 
 def _rows(r: Race) -> list[LeaderboardRow]:
-    return r.state.leaderboard().rows
+    return leaderboard(r.state).rows
 
 
 def _figures(rows: list[LeaderboardRow]) -> list[tuple[int, int | None, int | None]]:
@@ -50,7 +51,7 @@ def test_between_crossings_gap_and_interval_come_from_the_latest_loop() -> None:
     _samples(r, 3, (93_100, 1.04), (94_100, 1.06))  # 93.6 s
     rows = _rows(r)
     assert _figures(rows) == [(1, None, None), (2, 800, 800), (3, 1100, 300)]
-    assert inconsistencies(r.state.leaderboard()) == []
+    assert inconsistencies(leaderboard(r.state)) == []
 
 
 def test_a_pass_between_crossings_reorders_the_rows_and_their_figures_with_them() -> None:
@@ -62,7 +63,7 @@ def test_a_pass_between_crossings_reorders_the_rows_and_their_figures_with_them(
     seen: list[list[tuple[int, int | None, int | None]]] = []
     for n, ts, p in sorted(samples, key=lambda s: s[1]):
         _samples(r, n, (ts, p))
-        board = r.state.leaderboard()
+        board = leaderboard(r.state)
         assert inconsistencies(board) == []
         seen.append(_figures(board.rows))
     assert r.state.live.order == [1, 3, 2]
@@ -130,7 +131,7 @@ def test_side_by_side_cars_keep_their_order_and_an_interval_that_never_goes_nega
         base = 0.30 + i * 0.001
         r.tel(1, ts, 1, base)
         r.tel(2, ts + 1, 1, base + d)
-        board = r.state.leaderboard()
+        board = leaderboard(r.state)
         assert [row.driver_number for row in board.rows] == [1, 2]
         assert inconsistencies(board) == []
         intervals.append(board.rows[1].interval_ms)

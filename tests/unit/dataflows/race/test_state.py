@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import itertools
 
-from dataflows.race.driver import DriverState, Rejection
-from dataflows.race.processor import Rejected, Throttle
-from dataflows.race.state import STRAGGLER_GRACE_S, applied_of, race_version
+from dataflows.outputs import Rejected
+from dataflows.race.board import leaderboard
+from dataflows.race.driver import DriverState
+from dataflows.race.processor import Throttle
+from dataflows.race.state import applied_of, race_version
 from dataflows.race.validate import validate
 from schemas.model import ControlKind, Lap, Leaderboard, Telemetry, TrackStatus
 from tests.support.race_builder import Race
 
 
 def board(race: Race) -> Leaderboard:
-    return race.state.leaderboard()
+    return leaderboard(race.state)
 
 
 def test_order_gap_and_interval_at_the_timing_line() -> None:
@@ -232,7 +234,7 @@ def test_unknown_driver_is_rejected() -> None:
     r = Race(cars=2)
     out = r.feed(Telemetry("x", "r", 99, 1000, 1, 0.1, 0, 0, 100, 9000, 3, 50, False, False))
     assert len(out) == 1 and isinstance(out[0], Rejected)
-    assert out[0].rejection.error_type == "UNKNOWN_DRIVER" and "99" in out[0].rejection.reason
+    assert out[0].error_type == "UNKNOWN_DRIVER" and "99" in out[0].reason
 
 
 def test_records_before_the_session_wait_for_it() -> None:
@@ -317,12 +319,12 @@ def test_version_never_goes_backwards_when_a_restart_reads_fewer_records() -> No
 def test_driver_sequence_retry_and_rejection() -> None:
     s = DriverState()
     first = Lap("a", "r", 7, 1, 90_000, 90_000)
-    assert not isinstance(s.update(first), Rejection)
+    assert not isinstance(s.update(first), Rejected)
     assert s.update(first) is None  # retry: harmless
     back = s.update(Lap("b", "r", 7, 1, 91_000, 91_000))
-    assert isinstance(back, Rejection) and back.error_type == "OUT_OF_SEQUENCE"
+    assert isinstance(back, Rejected) and back.error_type == "OUT_OF_SEQUENCE"
     gap = s.update(Lap("c", "r", 7, 4, 360_000, 90_000))
-    assert isinstance(gap, Rejection)
+    assert isinstance(gap, Rejected)
 
 
 def test_red_flag_pit_lane_stay_is_not_a_stop_and_retiring_in_lap_is_not_either() -> None:
@@ -330,9 +332,9 @@ def test_red_flag_pit_lane_stay_is_not_a_stop_and_retiring_in_lap_is_not_either(
     s.update(Lap("1", "r", 7, 1, 90_000, 90_000))
     s.update(Lap("2", "r", 7, 2, 200_000, 110_000, pit_in=True, track_status=TrackStatus.RED))
     u = s.update(Lap("3", "r", 7, 3, 1_400_000, 1_200_000, pit_out=True))
-    assert not isinstance(u, Rejection) and u is not None and u.pit_stop_lap is None and u.pit_count == 0
+    assert not isinstance(u, Rejected) and u is not None and u.pit_stop_lap is None and u.pit_count == 0
     u = s.update(Lap("4", "r", 7, 4, 1_500_000, 100_000, pit_in=True))
-    assert u is not None and not isinstance(u, Rejection) and u.pit_stop_lap is None  # no out-lap yet
+    assert u is not None and not isinstance(u, Rejected) and u.pit_stop_lap is None  # no out-lap yet
     assert s.pit_count == 0
 
 
@@ -387,79 +389,6 @@ def test_fastest_lap_event_waits_until_no_earlier_lap_can_arrive() -> None:
     assert [e.driver_number for e in r.events("FASTEST_LAP")] == [1]
 
 
-def _strategy_laps(r: Race, later_s: float = 0.0) -> list[int]:
-    return r.state.strategy_laps(r.now + later_s)  # type: ignore[no-any-return]
-
-
-def test_a_lap_is_complete_for_strategy_when_every_running_car_has_crossed() -> None:
-    r = Race(cars=3, laps=10)
-    r.lap(1, 1, 90_000)
-    r.lap(2, 1, 90_500)
-    assert _strategy_laps(r) == []
-    r.lap(3, 1, 91_000)
-    assert _strategy_laps(r) == [1]
-    assert _strategy_laps(r) == []  # each lap once
-
-
-def test_a_lapped_car_does_not_hold_the_lap_back_once_the_watermark_passes() -> None:
-    r = Race(cars=3, laps=10)
-    for n, t in ((1, 90_000), (2, 90_500), (3, 120_000)):
-        r.lap(n, 1, t)
-    assert _strategy_laps(r) == [1]
-    r.lap(1, 2, 180_000)
-    r.lap(2, 2, 180_500)
-    assert _strategy_laps(r) == []  # car 3 has not crossed lap 2, and nothing says it is a lap down
-    r.lap(1, 3, 270_000)
-    r.lap(2, 3, 270_500)
-    assert _strategy_laps(r) == []  # watermark: car 3 last seen at 120 s, leader's lap 3 at 270 s
-    r.lap(3, 2, 275_000)  # car 3 crosses lap 2 after the leader's lap 3: one lap down
-    assert _strategy_laps(r) == [2]
-
-
-def test_retired_cars_are_not_waited_for_and_nothing_after_the_flag() -> None:
-    r = Race(cars=3, laps=3)
-    r.lap(1, 1, 90_000)
-    r.lap(2, 1, 90_500)
-    r.control(100_000, ControlKind.RETIREMENT, driver=3)
-    assert _strategy_laps(r) == [1]
-    r.lap(1, 2, 180_000)
-    r.lap(2, 2, 180_400)
-    assert _strategy_laps(r) == [2]
-    r.lap(1, 3, 270_000)
-    r.lap(2, 3, 270_400)
-    assert _strategy_laps(r) == []  # lap 3 is the last lap: no calls
-
-
-def test_a_car_that_stops_silently_holds_the_calls_back_two_laps_and_a_grace_period_at_most() -> None:
-    r = Race(cars=3, laps=10)
-    for n, t in ((1, 90_000), (2, 90_500), (3, 91_000)):
-        r.lap(n, 1, t)
-    assert _strategy_laps(r) == [1]
-    r.lap(1, 2, 180_000)
-    r.lap(2, 2, 180_500)  # car 3 stops on track; no retirement message
-    r.lap(1, 3, 270_000)
-    assert _strategy_laps(r, later_s=60) == []  # the leader is only one lap further on
-    r.lap(1, 4, 360_000)
-    assert _strategy_laps(r) == []  # its partition may just be late: wait a little (wall clock)
-    assert r.state.strategy_deadline_s() == r.now + STRAGGLER_GRACE_S
-    assert _strategy_laps(r, later_s=STRAGGLER_GRACE_S - 0.5) == []
-    assert _strategy_laps(r, later_s=STRAGGLER_GRACE_S) == [2]
-    assert r.state.strategy_deadline_s() is None
-
-
-def test_cars_read_laps_late_are_waited_for_not_left_out() -> None:
-    """A fast replay: the leader's partition is read three laps ahead of the others'."""
-    r = Race(cars=3, laps=10)
-    for lap in (1, 2, 3):
-        r.lap(1, lap, lap * 90_000)
-    assert _strategy_laps(r) == []
-    r.lap(2, 1, 90_500)
-    assert _strategy_laps(r, later_s=STRAGGLER_GRACE_S - 1) == []  # car 2's crossing restarted the wait
-    r.lap(3, 1, 91_000)
-    assert _strategy_laps(r) == [1]
-    assert r.state.strategy_deadline_s() is None  # lap 2: the leader is not two laps further on
-
-
 def test_a_retired_car_shows_no_gap_or_interval() -> None:
     r = Race(cars=3, laps=10)
     for n, t in ((1, 90_000), (2, 90_500), (3, 91_000)):
@@ -471,3 +400,15 @@ def test_a_retired_car_shows_no_gap_or_interval() -> None:
     assert rows[2].status == "RETIRED" and rows[2].position == 3
     assert (rows[2].gap_ms, rows[2].gap_laps, rows[2].interval_ms, rows[2].interval_laps) == (None, 0, None, 0)
     assert rows[3].gap_ms == 400 and rows[3].interval_ms == 400
+
+
+def test_the_state_says_what_changed_since_the_last_snapshot() -> None:
+    r = Race(cars=2)  # the session's snapshot went out
+    state = r.state
+    assert not state.timing_changed and not state.order_changed
+    assert state.apply(Telemetry("t", "r", 1, 1_000, 1, 0.1, 0, 0, 100, 9000, 3, 50, False, False)) == []
+    assert state.order_changed and not state.timing_changed
+    state.published()
+    assert not state.order_changed
+    assert state.apply(DriverState().update(Lap("r:lap:1:1", "r", 1, 1, 90_000, 90_000))) == []
+    assert state.timing_changed and state.take_lap_charts() == {1: [1]} and state.take_lap_charts() == {}

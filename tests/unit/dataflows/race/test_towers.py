@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from dataflows.outputs import Tower
 from dataflows.race.driver import DriverState, DriverUpdate
 from dataflows.race.processor import RaceProcessor
-from dataflows.race.towers import Tower
 from schemas.model import CarStatus, ControlKind, Lap
 from simulator.race import RaceSimulator
 from tests.support.race_builder import Race

@@ -163,18 +163,20 @@ RECOVERY_MISMATCH_EXIT = 3
 
 
 def _recovery_mismatch(exc: BaseException) -> str | None:
-    """The message of a :class:`RecoveryMismatch` behind ``exc`` (Bytewax wraps what a source
-    raises while it is built), or None."""
+    """The message of a :class:`RecoveryMismatch` (a snapshot that does not fit the topics) or a
+    :class:`SnapshotMismatch` (a snapshot of another racewire version) behind ``exc`` (Bytewax wraps
+    what a source or a state raises while it is resumed), or None."""
     from dataflows.connectors.kafka_source import RecoveryMismatch
+    from dataflows.race.processor import SnapshotMismatch
 
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, RecoveryMismatch):
+        if isinstance(seen, (RecoveryMismatch, SnapshotMismatch)):
             return str(seen)
         text = str(seen)
-        marker = "RecoveryMismatch: "
-        if marker in text:
-            return text.split(marker, 1)[1].strip().splitlines()[0]
+        for marker in ("RecoveryMismatch: ", "SnapshotMismatch: "):
+            if marker in text:
+                return text.split(marker, 1)[1].strip().splitlines()[0]
         seen = seen.__cause__ or seen.__context__
     return None
 

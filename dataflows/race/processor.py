@@ -31,6 +31,15 @@ from schemas.model import Leaderboard, Session, Stint
 MAX_PENDING = 500_000
 
 
+#: the layout of a pickled :class:`RaceProcessor` in the flow's recovery snapshots; raise it when
+#: the pickled shape changes (fields of the processor or of the state it holds)
+SNAPSHOT_FORMAT = 2
+
+
+class SnapshotMismatch(RuntimeError):
+    """A recovery snapshot written by a racewire whose race state has another shape."""
+
+
 @dataclass(slots=True)
 class Throttle:
     """Leading + trailing edge rate limit.
@@ -93,11 +102,18 @@ class RaceProcessor:
 
     def __getstate__(self) -> list[Any]:
         keep = self.keep_ref
-        return [[(record, keep(ref)) for record, ref in self.pending] if f.name == "pending" and keep is not None
-                else getattr(self, f.name) for f in fields(self)]
+        return [SNAPSHOT_FORMAT, *([(record, keep(ref)) for record, ref in self.pending]
+                                   if f.name == "pending" and keep is not None
+                                   else getattr(self, f.name) for f in fields(self))]
 
     def __setstate__(self, state: list[Any]) -> None:
-        for f, value in zip(fields(self), state, strict=True):
+        if not state or state[0] != SNAPSHOT_FORMAT or len(state) != len(fields(self)) + 1:
+            found = state[0] if state and isinstance(state[0], int) else "older than format 2"
+            raise SnapshotMismatch(
+                f"the recovery snapshot holds race state of another racewire version (format {found}, this "
+                f"one reads {SNAPSHOT_FORMAT}); start the flow with a fresh recovery directory (the input "
+                "topics are read again from the start and the outputs are idempotent)")
+        for f, value in zip(fields(self), state[1:], strict=True):
             object.__setattr__(self, f.name, value)
 
     def on_batch(self, items: Iterable[tuple[Any, Any]], now_s: float) -> list[RaceOutput]:

@@ -319,10 +319,8 @@ def run(args: argparse.Namespace) -> int:
 
         spawn("the race dataflow", ["flow", "race", "--workers", str(s.workers),
                                     "--recovery-dir", str(data / "recovery")])
-        serving = Path(__file__).resolve().parent.parent / "serving" / "cli.py"
-        if serving.exists():
-            spawn("the serving layer", ["serve", "--port", str(s.http_port)],
-                  hint=f"Is port {s.http_port} free? (RACEWIRE_HTTP_PORT moves it.)")
+        spawn("the serving layer", ["serve", "--port", str(s.http_port)],
+              hint=f"Is port {s.http_port} free? (RACEWIRE_HTTP_PORT moves it.)")
         if args.replay is not None:
             threading.Thread(target=_replay, args=(args, bootstrap, registry_url, options, stop), daemon=True,
                              name="replay").start()
@@ -331,10 +329,7 @@ def run(args: argparse.Namespace) -> int:
             spawn(f"simulated race {race_id}", ["simulate", "--race-id", race_id, "--seed", str(args.seed),
                                                "--laps", str(args.laps), "--speed", str(args.speed)],
                   done_on_success=True)
-        if serving.exists():
-            print(f"\n  racewire is up: http://127.0.0.1:{s.http_port}/\n", flush=True)
-        else:
-            print(f"\n  racewire is up: live state in Redis at {redis_url} (race:<id>:state)\n", flush=True)
+        print(f"\n  racewire is up: http://127.0.0.1:{s.http_port}/\n", flush=True)
         try:
             while not stop.is_set():
                 if not supervisor.check():

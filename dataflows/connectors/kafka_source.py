@@ -15,8 +15,11 @@ messages/s, and an idle system kept busy by dozens of consumers polling the brok
   one does, pays for every fetch). After :data:`IDLE_AFTER_S` without a record the reader
   *pauses* its partitions (no fetch requests at all) and asks the broker only for the partitions'
   ends, in one request every :data:`PROBE_EVERY_S`; as soon as an end moves past the position
-  read, it resumes fetching. The first record after a quiet spell is picked up within that
-  interval, every later one at once.
+  read, or moves at all from what the first probe of the quiet spell saw, it resumes fetching.
+  The first record after a quiet spell is picked up within that interval, every later one at
+  once. An end *below* the position read is no proof of loss by itself (the embedded broker
+  answers "latest" with the start of its last batch, plus one); a broker that really truncated
+  a partition answers the resumed fetch with an out-of-range error, which the topic check handles.
 - **the reader's cost does not grow with the records it hands out**: positions come from the
   consumer (one call per batch for every partition), never from each record; the partitions a
   worker owns are assigned together at its first read, so the first fetch asks for all of them
@@ -180,6 +183,7 @@ class _Reader:
         self.paused = False  # quiet input: no fetching, only the partitions' ends are asked for
         self.last_record = time.monotonic()
         self.ends: dict[tuple[str, int], int] = {}  # partition ends seen by the last probe
+        self.quiet_ends: dict[tuple[str, int], int] | None = None  # seen by the quiet spell's first probe
         self.check_due = time.monotonic() + CHECK_EVERY_S
         self.suspect: str | None = None  # why the topics must be checked before reading on
         self.report_due = 0.0
@@ -306,6 +310,7 @@ class _Reader:
     def _pause(self) -> None:
         self.consumer.pause(self._partitions())
         self.paused = True
+        self.quiet_ends = None
         log.debug("input quiet for %.0f s: fetching paused, asking for the partitions' ends every %.2f s",
                   IDLE_AFTER_S, PROBE_EVERY_S)
 
@@ -325,11 +330,14 @@ class _Reader:
             self._resume()  # the check reads on from the positions once the broker answers
             return True
         self.ends = ends
-        if any(ends[key] < offset for key, offset in self.positions.items()):
-            self.suspect = self.suspect or "a partition ends before the position read: the broker lost records"
-            self._resume()
-            return True
-        if any(ends[key] > offset for key, offset in self.positions.items()):
+        if self.quiet_ends is None:
+            self.quiet_ends = ends
+            behind = {f"{t}/{p}": (ends[(t, p)], offset) for (t, p), offset in self.positions.items()
+                      if ends[(t, p)] < offset}
+            if behind:
+                log.debug("the broker reports partition ends below the positions read (end, position): %s; "
+                          "fetching resumes when an end changes", behind)
+        if ends != self.quiet_ends or any(ends[key] > offset for key, offset in self.positions.items()):
             self._resume()
             return True
         return False
@@ -401,7 +409,9 @@ class _Reader:
         self.report_due = now + REPORT_EVERY_S
         for (topic, partition), offset in self.positions.items():
             if self.paused:  # not fetching: the cached watermarks are stale, the probe's ends are not
-                high = self.ends.get((topic, partition))
+                # (an end reported below the position read is the broker's rounding: nothing is behind)
+                end = self.ends.get((topic, partition))
+                high = None if end is None else max(end, offset)
             else:
                 try:
                     _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     token_secret: SecretStr = Field(
         SecretStr(""), description="HMAC secret signing the OAuth2 bearer tokens (JWT, HS256) of "
         "POST /api/auth/token; at least 32 characters outside loopback (empty: a random one per process)")
+    feed_url: str = Field("https://livetiming.formula1.com", description="base URL of the live-timing "
+                          "service `racewire live` follows (SignalR Core at /signalrcore)")
+    f1tv_token: SecretStr = Field(SecretStr(""), description="F1TV subscription token (a JWT) presented to the "
+                                  "live-timing service; without it CarData.z/Position.z are not sent")
     token_ttl_s: int = Field(3600, ge=60, le=3600, description="lifetime of an issued bearer token, seconds")
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated addresses/networks of reverse proxies whose "

@@ -323,6 +323,9 @@ class FeedConverter:
         self.deleted: set[tuple[int, int, int | None]] = set()  # car, lap, time
         self.chequered_rcm_ms: int | None = None
         self.estimated_laps = 0
+        #: a timing delta was applied after the start: a full state from now on is a snapshot taken
+        #: again after a reconnection, whose changes are the gap's (laps, messages), not a catch-up
+        self.following = False
 
     # -------------------------------------------------------------- feeding
     def feed_all(self, messages: Iterable[FeedMessage]) -> None:
@@ -410,7 +413,7 @@ class FeedConverter:
             if index in self.rcm_seen or not isinstance(msg, dict):
                 continue
             self.rcm_seen.add(index)
-            if m.full or self.t0 is None:
+            if self.t0 is None or (m.full and not self.following):
                 continue  # before the start: not part of the race
             self._race_control(index, msg, self._session_ms(m.ts_ms))
 
@@ -464,7 +467,9 @@ class FeedConverter:
 
     def _timing_line(self, car: _Car, line: dict[str, Any], delta: dict[str, Any], m: FeedMessage) -> None:
         laps = _int(line.get("NumberOfLaps")) or 0
-        if self.t0 is None or m.full:
+        if self.t0 is not None and not m.full:
+            self.following = True
+        if self.t0 is None or (m.full and not self.following):
             car.laps = max(car.laps, laps)  # a late capture's laps so far (caught up at the start)
             car.in_pit = _truthy(line.get("InPit"))
             if self.t0 is not None and car.laps and not car.crossings:
@@ -488,6 +493,8 @@ class FeedConverter:
             last = delta.get("LastLapTime")
             lap_time = time_ms(last.get("Value")) if isinstance(last, dict) else None
             self._lap(car, t, lap_time, line)
+            if missing and m.full:
+                self._best_lap_time(car, line)
         elif isinstance(delta.get("LastLapTime"), dict) and "Value" in delta["LastLapTime"]:
             self._late_lap_time(car, t, time_ms(delta["LastLapTime"]["Value"]))
         if _truthy(delta.get("Retired")) and car.retired_ms is None:
@@ -526,6 +533,20 @@ class FeedConverter:
         self.laps.append(_PendingLap(lap, lap_time is not None, estimated))
         car.laps = n
         car.crossings.append(crossing)
+
+    def _best_lap_time(self, car: _Car, line: dict[str, Any]) -> None:
+        """Laps a car completed while the connection was down have no time of their own; the
+        snapshot's ``BestLapTime`` (value and lap) gives one of them back."""
+        best = line.get("BestLapTime")
+        lap_no = _int(best.get("Lap")) if isinstance(best, dict) else None
+        lap_time = time_ms(best.get("Value")) if isinstance(best, dict) else None
+        if lap_no is None or lap_time is None:
+            return
+        for p in reversed(self.laps):
+            if p.lap.driver_number == car.number and p.lap.lap == lap_no:
+                if p.lap.lap_time_ms is None:
+                    p.lap.lap_time_ms, p.time_from_feed = lap_time, True
+                return
 
     def _late_lap_time(self, car: _Car, t: int, lap_time: int | None) -> None:
         """A ``LastLapTime`` that came in a later delta than its ``NumberOfLaps``."""

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("simulator.verify", "Compare a replay report with official results."),
     "livetiming": ("infra.pipeline_run:LIVETIMING", "Replay a live-timing feed capture through the pipeline."),
     "live": ("infra.live_cli", "Follow the live-timing service as a session happens, recording it."),
-    "feed-server": ("infra.feed_server", "Play a live-timing capture back as the official feed's protocol (a stand-in server)."),
+    "feed-server": ("infra.feed_server", "Play a live-timing capture back over the service's protocol."),
     "rebuild-cache": ("infra.rebuild_cache", "Restore a race's live Redis state from PostgreSQL."),
     "train": ("strategy.train", "Train the strategy models from lap tables and write versioned artifacts."),
     "evaluate": ("strategy.evaluate", "Lap-time model vs a naive baseline on held-out races (JSON)."),

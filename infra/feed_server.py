@@ -1,5 +1,5 @@
 """``racewire feed-server CAPTURE``: a local stand-in for the official live-timing service that
-plays a recording back, in real time or N× faster.
+plays a recording back, in real time or N times faster.
 
 It speaks what the service speaks (:mod:`simulator.sources.feed`): ``POST /signalrcore/negotiate``
 (sets a load-balancer cookie; the WebSocket must present it), a WebSocket at
@@ -194,8 +194,8 @@ class FeedServer:
             while True:
                 raw = await websocket.receive_text()
                 for message in PROTOCOL.decode(raw):
-                    if not isinstance(message, InvocationMessage):
-                        continue  # pings, completions
+                    if not isinstance(message, InvocationMessage) or message.invocation_id is None:
+                        continue  # pings, completions, invocations that want no answer
                     if message.target != "Subscribe" or conn is not None:
                         await websocket.send_text(PROTOCOL.encode(CompletionMessage(
                             message.invocation_id, error=f"{message.target}: not served here")))

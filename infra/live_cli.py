@@ -27,7 +27,8 @@ PROGRESS_EVERY_S = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=None, help="base URL of the service (default RACEWIRE_FEED_URL: the official one)")
+    parser.add_argument("--url", default=None,
+                        help="base URL of the service (default RACEWIRE_FEED_URL: the official one)")
     parser.add_argument("--record", type=Path, required=True, help="capture file to append every message to")
     parser.add_argument("--until-finished", action="store_true", help="exit once the session is final")
     parser.add_argument("--no-token", action="store_true", help="do not present RACEWIRE_F1TV_TOKEN")

@@ -12,10 +12,11 @@ own timestamp of a delta (the ``feed`` invocation's third argument), so that a c
 session's clock whatever the network or a playback's speed did; a message without one (a snapshot)
 is stamped with its arrival time moved by the service's clock offset seen last (before any delta: the
 snapshot's ``Heartbeat``, when it is more than :data:`FOREIGN_CLOCK_S` away from ours, as a played
-back session is). Stamps never go back. First comes the subscription's snapshot as topic :data:`~simulator.sources.feed.INIT` (a dict of topic →
-state; after a reconnection it replaces what was known: the truth across the gap), then every
-delta. A :class:`~simulator.sources.feed.RecordingWriter` given as ``on_message`` keeps a capture
-that ``racewire livetiming`` replays with the same arrival stamps.
+back session is). Stamps never go back. First comes the subscription's snapshot as topic
+:data:`~simulator.sources.feed.INIT` (a dict of topic → state; after a reconnection it replaces
+what was known: the truth across the gap), then every delta. A
+:class:`~simulator.sources.feed.RecordingWriter` given as ``on_message`` keeps a capture that
+``racewire livetiming`` replays with the same stamps.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import CookieJar
 from pysignalr.client import SignalRClient
-from pysignalr.messages import CompletionMessage
+from pysignalr.messages import CompletionMessage, Message
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from simulator.sources.feed import HUB_PATH, INIT, TOPICS, feed_time_ns
@@ -118,11 +119,12 @@ class LiveFeed:
 
         async def on_open() -> None:
             self.stats.connections += 1
-            await client.send("Subscribe", [self.topics], on_invocation=on_snapshot)
+            # Subscribe's one argument is the list of topics (pysignalr types arguments as dicts)
+            await client.send("Subscribe", cast(list[dict[str, Any]], [self.topics]), on_invocation=on_snapshot)
 
-        async def on_snapshot(message: CompletionMessage) -> None:
-            if message.error or not isinstance(message.result, dict):
-                failure.append(f"Subscribe failed: {message.error or message.result!r}")
+        async def on_snapshot(message: Message) -> None:
+            if not isinstance(message, CompletionMessage) or message.error or not isinstance(message.result, dict):
+                failure.append(f"Subscribe failed: {getattr(message, 'error', None) or message!r}")
                 closed.set()
                 return
             self._deliver(INIT, message.result)
@@ -184,7 +186,7 @@ class LiveFeed:
         parts = data if topic == INIT and isinstance(data, dict) else {topic: data}
         info = parts.get("SessionInfo")
         if isinstance(info, dict) and (info.get("Meeting") or info.get("Name")):
-            meeting = info.get("Meeting") if isinstance(info.get("Meeting"), dict) else {}
+            meeting: dict[str, Any] = info["Meeting"] if isinstance(info.get("Meeting"), dict) else {}
             self.stats.session = " ".join(str(x) for x in (meeting.get("Name"), info.get("Name")) if x)
         status = parts.get("SessionStatus")
         if isinstance(status, dict) and status.get("Status"):

@@ -477,24 +477,35 @@ class FeedConverter:
             return
         t = self._session_ms(m.ts_ms)
         in_pit = _truthy(line.get("InPit"))
-        if "InPit" in delta and in_pit != car.in_pit:
+        # a snapshot after a reconnection: a car that was in the pit lane and is out now crossed
+        # the line in the pit lane first (a stop is shorter than a lap), so its exit comes after
+        # the laps of the gap
+        pit_exit_after_laps = m.full and car.in_pit and not in_pit
+        if "InPit" in delta and in_pit != car.in_pit and not pit_exit_after_laps:
             if in_pit:
                 car.pit_in_lap, car.pit_in_ms = car.laps + 1, t
             else:
                 car.pit_out_lap = car.laps + 1
                 self._pit_lane(car, t)
             car.in_pit = in_pit
-        if _truthy(delta.get("PitOut")) and car.pit_out_lap != car.laps + 1 and car.pit_in_ms is not None:
+        if not m.full and _truthy(delta.get("PitOut")) and car.pit_out_lap != car.laps + 1 \
+                and car.pit_in_ms is not None:
             car.pit_out_lap = car.laps + 1
         if "NumberOfLaps" in delta and laps > car.laps:
             prev, missing = (car.crossings[-1] if car.crossings else 0), laps - 1 - car.laps
+            # the laps of a gap were run on the tyres fitted before a pit exit in the gap
+            stint = -2 if pit_exit_after_laps else -1
             for i in range(1, missing + 1):  # missed increments: laps between, spread, without a time
-                self._lap(car, prev + (t - prev) * i // (missing + 1), None, {}, estimated=True)
+                self._lap(car, prev + (t - prev) * i // (missing + 1), None, {}, estimated=True, stint=stint)
             last = delta.get("LastLapTime")
             lap_time = time_ms(last.get("Value")) if isinstance(last, dict) else None
-            self._lap(car, t, lap_time, line)
+            self._lap(car, t, lap_time, line, stint=stint)
             if missing and m.full:
                 self._best_lap_time(car, line)
+        if pit_exit_after_laps:
+            car.pit_out_lap = car.laps + 1
+            self._pit_lane(car, t)
+            car.in_pit = False
         elif isinstance(delta.get("LastLapTime"), dict) and "Value" in delta["LastLapTime"]:
             self._late_lap_time(car, t, time_ms(delta["LastLapTime"]["Value"]))
         if _truthy(delta.get("Retired")) and car.retired_ms is None:
@@ -512,14 +523,15 @@ class FeedConverter:
                 p.lap.pit_lane_ms = t - car.pit_in_ms
                 break
 
-    def _lap(self, car: _Car, t: int, lap_time: int | None, line: dict[str, Any], estimated: bool = False) -> None:
+    def _lap(self, car: _Car, t: int, lap_time: int | None, line: dict[str, Any], estimated: bool = False,
+             stint: int = -1) -> None:
         n = car.laps + 1
         crossing = max(t, self.lap_crossings.get(n, -1) + 1, (car.crossings[-1] + 1) if car.crossings else 0)
         self.lap_crossings[n] = crossing
         sectors = [time_ms(s.get("Value")) if isinstance(s, dict) else None
                    for _i, s in _items(line.get("Sectors"))][:3]
         sectors += [None] * (3 - len(sectors))
-        compound, tyre_age = self._tyres(car.number)
+        compound, tyre_age = self._tyres(car.number, stint)
         lap = Lap(
             event_id=lap_event_id(self.race_id, car.number, n), race_id=self.race_id,
             driver_number=car.number, lap=n, crossing_ms=crossing, lap_time_ms=lap_time,
@@ -567,12 +579,14 @@ class FeedConverter:
         for i in range(1, k + 1):
             self._lap(car, span * i // (k + 1) + offset, None, {}, estimated=True)
 
-    def _tyres(self, number: int) -> tuple[str | None, int | None]:
+    def _tyres(self, number: int, stint_index: int = -1) -> tuple[str | None, int | None]:
         line = self.state.get("TimingAppData", {}).get("Lines", {}).get(str(number))
         stints = _items(line.get("Stints")) if isinstance(line, dict) else []
         if not stints:
             return None, None
-        stint = stints[-1][1]
+        if len(stints) < -stint_index:
+            return None, None
+        stint = stints[stint_index][1]
         if not isinstance(stint, dict):
             return None, None
         compound = str(stint.get("Compound") or "").upper() or None

@@ -297,3 +297,46 @@ def test_archive_folder(tmp_path: Path) -> None:
     assert [(x.driver_number, x.crossing_ms) for x in race.laps] == [(2, 85_000), (1, 86_000), (3, 87_000)]
     report = build_report("arch", race.codes(), {}, {1: [2, 1, 3]}, [])
     assert report["laps"] == {"1": ["BBB", "AAA", "CCC"]}
+
+
+# ------------------------------------------------------------------------------ reconnections
+
+
+def _with_gap(lines: list[str], start_ms: int, end_ms: int) -> list[str]:
+    """The race as a live client sees it when its connection drops at ``start_ms`` and a new
+    subscription's snapshot (the state at ``end_ms``) arrives at ``end_ms``."""
+    kept: list[str] = []
+    state: dict[str, Any] = {}
+    for line in lines:
+        ns, topic, text = line.split(":", 2)
+        ms = int(ns) // 1_000_000 - T0
+        data = json.loads(text)
+        if topic == "init":
+            state = json.loads(text)
+        elif ms <= end_ms:
+            state[topic] = merge(state.get(topic), json.loads(text))
+        if start_ms < ms <= end_ms:
+            continue
+        if ms > end_ms and not any(":init:" in k for k in kept[1:]):
+            kept.append(_line(end_ms, "init", state))
+        kept.append(line if topic != "init" or ms <= start_ms else _line(ms, topic, data))
+    return kept
+
+
+def test_a_snapshot_after_a_reconnection_gives_back_the_laps_and_messages_of_the_gap() -> None:
+    """Laps 2 of cars 2 and 1, car 1's pit exit, a deleted lap time and a penalty all happen while
+    the connection is down (150-210 s); the snapshot taken on reconnecting brings every one back."""
+    whole = convert(parse_recording(race_lines()), "r")
+    gap = convert(parse_recording(_with_gap(race_lines(), 150_000, 210_000)), "r")
+    assert [lap.event_id for lap in gap.laps] == [lap.event_id for lap in whole.laps]  # none lost, none twice
+    laps = {(lap.driver_number, lap.lap): lap for lap in gap.laps}
+    assert laps[(2, 2)].lap_time_ms == 80_000 and laps[(2, 2)].deleted  # time from the snapshot, deletion too
+    assert laps[(1, 2)].lap_time_ms == 85_000 and laps[(1, 2)].pit_in and not laps[(1, 2)].pit_out
+    assert laps[(1, 3)].pit_out
+    assert laps[(2, 2)].crossing_ms < laps[(1, 2)].crossing_ms  # the snapshot's order at the line
+    for a, b in zip(whole.laps, gap.laps, strict=True):
+        assert (a.lap_time_ms, a.deleted, a.pit_in, a.pit_out, a.compound) == \
+               (b.lap_time_ms, b.deleted, b.pit_in, b.pit_out, b.compound), a.event_id
+    kinds = [c.kind for c in gap.controls]
+    assert kinds.count(ControlKind.PENALTY) == 1
+    assert {c.event_id for c in gap.controls} == {c.event_id for c in whole.controls}

@@ -56,6 +56,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from dataflows.race.qualifying import Phase, QualiLap
 from schemas.model import Control, ControlKind, Driver, Lap, Session, TrackStatus
 from simulator.sources.base import (
     RecordedRace,
@@ -80,6 +81,8 @@ CHEQUERED_LOOKBACK_MS = 30_000
 _ARCHIVE_LINE = re.compile(r"^(\d+):(\d{2}):(\d{2})(?:\.(\d{1,3}))?(.*)$", re.S)
 _CAR = re.compile(r"\bCARS? (\d+)\b")
 _DELETED = re.compile(r"\bCAR (\d+)\b.*?\bTIME (\S+) (DELETED|REINSTATED)\b.*?\bLAP (\d+)\b")
+#: qualifying's form: "CAR 18 (STR) LAP DELETED - TRACK LIMITS AT TURN 13 LAP 3 15:04:13" (no time)
+_LAP_DELETED = re.compile(r"\bCAR (\d+)\b.*?\bLAP (DELETED|REINSTATED)\b.*?\bLAP (\d+)\b")
 _TIME = re.compile(r"^(?:(\d+):)?(\d+(?:\.\d+)?)$")
 
 
@@ -296,7 +299,7 @@ class _Car:
 
 
 @dataclass(slots=True)
-class _PendingLap:
+class PendingLap:
     lap: Lap
     time_from_feed: bool
     estimated: bool = False
@@ -314,7 +317,7 @@ class FeedConverter:
         self.first_ts: int | None = None
         self.last_ts = 0
         self.cars: dict[int, _Car] = {}
-        self.laps: list[_PendingLap] = []
+        self.laps: list[PendingLap] = []
         self.controls: list[Control] = []
         self.track: list[tuple[int, str]] = []  # (session ms, feed code) changes
         self.track_code = "1"
@@ -326,6 +329,7 @@ class FeedConverter:
         #: a timing delta was applied after the start: a full state from now on is a snapshot taken
         #: again after a reconnection, whose changes are the gap's (laps, messages), not a catch-up
         self.following = False
+        self.parts: list[Phase] = []  # qualifying parts seen so far
 
     # -------------------------------------------------------------- feeding
     def feed_all(self, messages: Iterable[FeedMessage]) -> None:
@@ -364,6 +368,19 @@ class FeedConverter:
         status = str(self.state.get("SessionStatus", {}).get("Status", ""))
         if status == "Started" and self.t0 is None:
             self._start(self._late_start_ts(m) if m.full else m.ts_ms)
+        # the parts of a qualifying session: each from its start to its flag
+        if status == "Started" and self.t0 is not None and (not self.parts or self.parts[-1].end_ms is not None):
+            at = self._late_start_ts(m) if m.full else m.ts_ms
+            self.parts.append(Phase(self._part_number(), self._session_ms(at)))
+        elif status in ("Finished", "Finalised", "Ends") and self.parts and self.parts[-1].end_ms is None:
+            self.parts[-1] = Phase(self.parts[-1].number, self.parts[-1].start_ms, self._session_ms(m.ts_ms))
+
+    def _part_number(self) -> int:
+        """The qualifying part now running (``SessionData.Series``), else the count of starts."""
+        series = self.state.get("SessionData", {}).get("Series")
+        parts = [_int(item.get("QualifyingPart")) for _i, item in _items(series) if isinstance(item, dict)]
+        known = [p for p in parts if p]
+        return known[-1] if known else len(self.parts) + 1
 
     def _late_start_ts(self, m: FeedMessage) -> int:
         """When the capture joins a started session: its start from ``SessionData`` (UTC, which
@@ -421,9 +438,14 @@ class FeedConverter:
         text = str(msg.get("Message", ""))
         upper = text.upper()
         deleted = _DELETED.search(upper)
+        lap_deleted = _LAP_DELETED.search(upper)
+        key: tuple[int, int, int | None] | None = None
         if deleted:
-            key = (int(deleted.group(1)), int(deleted.group(4)), time_ms(deleted.group(2)))
-            if deleted.group(3) == "DELETED":
+            key, verdict = (int(deleted.group(1)), int(deleted.group(4)), time_ms(deleted.group(2))), deleted.group(3)
+        elif lap_deleted:
+            key, verdict = (int(lap_deleted.group(1)), int(lap_deleted.group(3)), None), lap_deleted.group(2)
+        if key is not None:
+            if verdict == "DELETED":
                 self.deleted.add(key)
             else:
                 self.deleted.discard(key)
@@ -542,7 +564,7 @@ class FeedConverter:
             lap.lap_time_ms = None
             lap.sector1_ms = lap.sector2_ms = lap.sector3_ms = None
             self.estimated_laps += 1
-        self.laps.append(_PendingLap(lap, lap_time is not None, estimated))
+        self.laps.append(PendingLap(lap, lap_time is not None, estimated))
         car.laps = n
         car.crossings.append(crossing)
 
@@ -630,17 +652,10 @@ class FeedConverter:
             for lap in car_laps:
                 if prev and kept[-1].crossing_ms >= leader_final:
                     break  # took the flag on its previous lap
-                if lap.lap_time_ms is None and id(lap) not in estimated:
-                    lap.lap_time_ms = lap.crossing_ms - prev if prev or lap.lap == 1 else None
-                lap.deleted = self._is_deleted(lap, car_laps)
-                lap.track_status = self._status_between(prev, lap.crossing_ms)
+                self.settle_lap(lap, prev, car_laps, id(lap) in estimated)
                 kept.append(lap)
                 prev = lap.crossing_ms
             by_car[n] = kept
-        for laps_of in by_car.values():
-            for lap in laps_of:
-                if lap.lap_time_ms is not None and lap.lap_time_ms <= 0:
-                    lap.lap_time_ms = None
         laps = sorted((lap for v in by_car.values() for lap in v), key=lambda lap: (lap.crossing_ms, lap.driver_number))
         controls = list(self.controls)
         for c in controls:
@@ -656,6 +671,32 @@ class FeedConverter:
             controls.append(retirement(self.race_id, number, self.code(number), ts, len(done)))
         controls.append(chequered(self.race_id, leader_final, total))
         return RecordedRace(self.race_id, self.session(total, set(by_car)), laps, controls)
+
+    @property
+    def session_type(self) -> str:
+        """``SessionInfo.Type``: Race, Qualifying, Practice (a sprint is a Race, its shootout Qualifying)."""
+        return str(self.state.get("SessionInfo", {}).get("Type") or "Race")
+
+    def qualifying_laps(self) -> list[QualiLap]:
+        """Every lap so far with the time the feed gave it (no time derived from crossings: out-laps
+        and in-laps have none that counts) and whether race control deleted it."""
+        by_car: dict[int, list[Lap]] = {}
+        for p in self.laps:
+            by_car.setdefault(p.lap.driver_number, []).append(p.lap)
+        return [QualiLap(lap.driver_number, lap.lap, lap.crossing_ms, lap.lap_time_ms,
+                         self._is_deleted(lap, car_laps))
+                for car_laps in by_car.values() for lap in car_laps]
+
+    def settle_lap(self, lap: Lap, prev_crossing: int, car_laps: list[Lap], estimated: bool) -> None:
+        """What a lap's record says once it is final: a time from the crossings where the feed gave
+        none (not for an estimated lap), deleted by race control, the most severe track status
+        since the car's previous crossing."""
+        if lap.lap_time_ms is None and not estimated:
+            lap.lap_time_ms = lap.crossing_ms - prev_crossing if prev_crossing or lap.lap == 1 else None
+        if lap.lap_time_ms is not None and lap.lap_time_ms <= 0:
+            lap.lap_time_ms = None
+        lap.deleted = self._is_deleted(lap, car_laps)
+        lap.track_status = self._status_between(prev_crossing, lap.crossing_ms)
 
     def _is_deleted(self, lap: Lap, car_laps: list[Lap]) -> bool:
         """Race control deleted this lap time: matched by car and time (the message's lap number

@@ -40,8 +40,9 @@ from simulator.report import (
 )
 from simulator.sources import laptables, livetiming
 from simulator.sources.base import Source
+from simulator.sources.incremental import load_capture
 from simulator.sources.laptables import ReplayError, load_race
-from simulator.sources.livetiming import LiveTimingError, load_capture
+from simulator.sources.livetiming import LiveTimingError
 from simulator.sources.options import parse_speed
 from simulator.sources.produce import produce_race
 

@@ -62,6 +62,9 @@ class ControlKind(StrEnum):
     RETIREMENT = "RETIREMENT"
     PENALTY = "PENALTY"
     MESSAGE = "MESSAGE"
+    #: race control deleted (reinstated) ``lap`` of ``driver_number`` after the lap went out
+    LAP_DELETED = "LAP_DELETED"
+    LAP_REINSTATED = "LAP_REINSTATED"
 
 
 class EventType(StrEnum):

@@ -25,15 +25,17 @@ from dataflows.race.state import RaceState
 from dataflows.race.stints import StintTracker
 from dataflows.race.strategist import Strategist
 from dataflows.race.towers import TowerBook
-from schemas.model import Leaderboard, Session, Stint
+from schemas.model import Control, ControlKind, Leaderboard, Session, Stint
 
+#: race control's verdicts on a lap that went out already
+LAP_VERDICTS = (ControlKind.LAP_DELETED, ControlKind.LAP_REINSTATED)
 #: records held for a race whose session has not arrived yet; beyond this they are rejected
 MAX_PENDING = 500_000
 
 
 #: the layout of a pickled :class:`RaceProcessor` in the flow's recovery snapshots; raise it when
 #: the pickled shape changes (fields of the processor or of the state it holds)
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 
 
 class SnapshotMismatch(RuntimeError):
@@ -142,8 +144,12 @@ class RaceProcessor:
                 out.append(result.attach(self._kept(ref)))
             else:
                 out.extend(result)
+                if isinstance(record, Control) and record.kind in LAP_VERDICTS and record.driver_number \
+                        and record.lap:
+                    out.extend(self.settler.verdict(state, record.driver_number, record.lap,
+                                                    record.kind is ControlKind.LAP_DELETED))
                 if isinstance(record, DriverUpdate):
-                    self.settler.observe(record)
+                    self.settler.observe(record, state.deleted_laps)
                     self.towers.observe(record)
                     stints = self._stints(state, record)
                     out.extend(stints)

@@ -58,12 +58,38 @@ class Settler:
     announced: set[int] = field(default_factory=set)
     hero_announced: int | None = None
     classified: bool = False
+    #: the watermark of the last settle: laps that crossed before it are confirmed
+    mark: float = float("-inf")
 
-    def observe(self, update: DriverUpdate) -> None:
-        """A lap the race state applied (call after :meth:`RaceState.apply` accepted it)."""
+    def observe(self, update: DriverUpdate, deleted: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset()
+                ) -> None:
+        """A lap the race state applied (call after :meth:`RaceState.apply` accepted it);
+        ``deleted``: the race state's deleted laps (a verdict may come before its lap)."""
         lap = update.lap
-        if lap.lap_time_ms is not None and not lap.deleted:
+        if lap.lap_time_ms is not None and not lap.deleted and (lap.driver_number, lap.lap) not in deleted:
             bisect.insort(self.fl_pending, (lap.crossing_ms, lap.lap_time_ms, lap.driver_number, lap.lap))
+
+    def verdict(self, state: RaceState, n: int, lap: int, deleted: bool) -> list[RaceEvent]:
+        """Race control deleted (reinstated) a lap that had gone out: it leaves (joins) the laps
+        waiting for the watermark, and the fastest of the confirmed laps is worked out again; when
+        that changes, a FASTEST_LAP event names the lap that holds it now."""
+        if deleted:
+            self.fl_pending = [p for p in self.fl_pending if (p[2], p[3]) != (n, lap)]
+        else:
+            for t, crossing, number in ((t, c, n) for t, c, x in state.counted_laps(n) if x == lap):
+                entry = (crossing, t, number, lap)
+                if crossing >= self.mark and entry not in self.fl_pending:
+                    bisect.insort(self.fl_pending, entry)
+        confirmed = min(((t, c, car, x) for car in state.cars for t, c, x in state.counted_laps(car)
+                         if c < self.mark), default=None)
+        best = None if confirmed is None else (confirmed[0], confirmed[1])
+        if best == self.fl_best:
+            return []
+        self.fl_best = best
+        if confirmed is None:
+            return []
+        e = state.events.fastest_lap(confirmed[2], confirmed[3], confirmed[1], confirmed[0])
+        return [] if e is None else [e]
 
     def settle(self, state: RaceState) -> list[RaceEvent]:
         """The events now behind the watermark: FASTEST_LAP for laps now known to beat every lap
@@ -75,6 +101,7 @@ class Settler:
         if not self.fl_pending and not state.finished:
             return []
         mark = watermark(state, skip_silent=False)
+        self.mark = mark
         out: list[RaceEvent] = []
         pending = self.fl_pending
         while pending and pending[0][0] < mark:

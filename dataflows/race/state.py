@@ -14,7 +14,7 @@ The other jobs read this state, each in its own module: the events and their tex
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dataflows.outputs import Rejected
 from dataflows.race import overtakes as ot
@@ -115,6 +115,9 @@ class RaceState:
         self.chequered_ms: int | None = None
         #: the fastest lap so far (the tower's; its event waits for the watermark, see settle.py)
         self.fastest: FastestLap | None = None
+        #: (car, lap) whose time race control deleted: on the lap's record, or by a verdict after the
+        #: lap went out (LAP_DELETED); a lap that arrives after its verdict is taken as deleted too
+        self.deleted_laps: set[tuple[int, int]] = set()
         self.finished: dict[int, Finisher] = {}
         self.hero: HeroResult | None = None
         self.final = False
@@ -241,6 +244,10 @@ class RaceState:
                 f"lap {lap.lap} of car {n} out of sequence: race has {timing_car.laps} laps for it",
                 "OUT_OF_SEQUENCE",
             )
+        if (n, lap.lap) in self.deleted_laps and not lap.deleted:
+            lap = replace(lap, deleted=True)  # its verdict came first
+        if lap.deleted:
+            self.deleted_laps.add((n, lap.lap))
         self.applied += 1
         self.ts_ms = max(self.ts_ms, lap.crossing_ms)
         self.timing.add(
@@ -248,6 +255,8 @@ class RaceState:
             lap.track_status.neutralised,
         )
         car.last_lap_ms, car.best_lap_ms = u.last_lap_ms, u.best_lap_ms
+        if any(d == n for d, _ in self.deleted_laps):
+            car.best_lap_ms = self._best_lap(n)  # the driver step does not know the later verdicts
         car.pit_count, car.compound, car.tyre_age, car.stint = (
             u.pit_count, u.compound, u.tyre_age, u.stint)
         car.in_pit = lap.pit_in
@@ -300,7 +309,38 @@ class RaceState:
             events.extend(self._retire(c.driver_number, c.ts_ms, c.message, c.lap))
         elif c.kind is ControlKind.PENALTY:
             events.append(log.penalty(c.event_id, c.ts_ms, c.lap or lap, c.driver_number, c.message))
+        elif c.kind in (ControlKind.LAP_DELETED, ControlKind.LAP_REINSTATED) and c.driver_number is not None \
+                and c.lap is not None:
+            self._lap_verdict(c.driver_number, c.lap, deleted=c.kind is ControlKind.LAP_DELETED)
         return [e for e in events if e is not None]
+
+    def _lap_verdict(self, n: int, lap: int, deleted: bool) -> None:
+        """Race control deleted (reinstated) a lap that had gone out: the car's best lap and the
+        race's fastest lap are worked out again without (with) it. The FASTEST_LAP event that
+        follows from it comes from the settler (:meth:`Settler.verdict`)."""
+        if deleted:
+            self.deleted_laps.add((n, lap))
+        else:
+            self.deleted_laps.discard((n, lap))
+        self.cars[n].best_lap_ms = self._best_lap(n)
+        self.fastest = self._fastest()
+        self._timing_changed = True
+
+    def counted_laps(self, n: int) -> list[tuple[int, int, int]]:
+        """``(lap time, crossing, lap)`` of every timed lap of car ``n`` that race control let stand."""
+        tc = self.timing.cars[n]
+        return [(t, tc.crossings[i], i + 1) for i, t in enumerate(tc.lap_times)
+                if t is not None and (n, i + 1) not in self.deleted_laps]
+
+    def _best_lap(self, n: int) -> int | None:
+        return min((t for t, _c, _lap in self.counted_laps(n)), default=None)
+
+    def _fastest(self) -> FastestLap | None:
+        best = min(((t, c, n, lap) for n in self.cars for t, c, lap in self.counted_laps(n)), default=None)
+        if best is None:
+            return None
+        t, c, n, lap = best
+        return FastestLap(n, self.cars[n].driver.code, lap, t, c)
 
     def _retire(self, n: int, ts_ms: int, message: str, on_lap: int | None) -> list[RaceEvent | None]:
         tc = self.timing.cars[n]

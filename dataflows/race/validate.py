@@ -79,6 +79,9 @@ def _control(c: Control) -> str | None:
         return "TRACK_STATUS message without track_status"
     if c.kind is ControlKind.RETIREMENT and c.driver_number is None:
         return "RETIREMENT message without driver_number"
+    if c.kind in (ControlKind.LAP_DELETED, ControlKind.LAP_REINSTATED) and (
+            c.driver_number is None or c.lap is None or c.lap < 1):
+        return f"{c.kind} message without driver_number and lap"
     return None
 
 

@@ -24,7 +24,9 @@ harmless.
   e.g. lap 1), sectors, ``pit_in`` on the lap during which ``InPit`` became true, ``pit_out`` on
   the lap during which the car left the pit lane, compound and tyre age from ``TimingAppData``
   stints, the most severe track status seen during the lap, ``deleted`` when race control
-  deletes the lap time (the capture is read whole, so a later deletion marks the lap);
+  deletes the lap time (a deletion that comes after the lap went out is a ``LAP_DELETED``
+  verdict: :mod:`simulator.sources.incremental`, which decides when each record is final and
+  is the one conversion, live or from a file);
 - ``TRACK_STATUS`` controls on ``TrackStatus`` changes; race-control messages as ``MESSAGE``
   (or ``PENALTY``) controls; ``RETIREMENT`` when ``TimingData`` marks a car ``Retired`` (or
   ``Stopped`` and it never completes another lap), with ``lap`` = laps completed + 1;
@@ -59,12 +61,9 @@ from typing import Any
 from dataflows.race.qualifying import Phase, QualiLap
 from schemas.model import Control, ControlKind, Driver, Lap, Session, TrackStatus
 from simulator.sources.base import (
-    RecordedRace,
-    chequered,
     default_race_id,
     lap_event_id,
     race_start,
-    retirement,
     session_event_id,
 )
 from simulator.sources.laptables import most_severe
@@ -632,46 +631,6 @@ class FeedConverter:
                 return laps
         return most
 
-    def build(self) -> RecordedRace:
-        if self.t0 is None:
-            raise LiveTimingError("the capture never shows the session started (SessionStatus) "
-                                  "and has no timing data")
-        laps = [p.lap for p in self.laps]
-        estimated = {id(p.lap) for p in self.laps if p.estimated}
-        if not laps:
-            raise LiveTimingError("no car completed a lap in the capture")
-        total = self.total_laps()
-        by_car: dict[int, list[Lap]] = {}
-        for lap in laps:
-            by_car.setdefault(lap.driver_number, []).append(lap)
-        # laps after the flag lap are not race laps (e.g. a pit-lane crossing on the cool-down)
-        leader_final = min(lap.crossing_ms for lap in laps if lap.lap == total)
-        for n, car_laps in by_car.items():
-            kept: list[Lap] = []
-            prev = 0
-            for lap in car_laps:
-                if prev and kept[-1].crossing_ms >= leader_final:
-                    break  # took the flag on its previous lap
-                self.settle_lap(lap, prev, car_laps, id(lap) in estimated)
-                kept.append(lap)
-                prev = lap.crossing_ms
-            by_car[n] = kept
-        laps = sorted((lap for v in by_car.values() for lap in v), key=lambda lap: (lap.crossing_ms, lap.driver_number))
-        controls = list(self.controls)
-        for c in controls:
-            if c.lap is not None and c.lap > total:
-                c.lap = total
-        for number, car in sorted(self.cars.items()):
-            done = by_car.get(number, [])
-            if done and done[-1].crossing_ms >= leader_final:
-                continue  # took the flag
-            last = done[-1].crossing_ms if done else 0
-            gone = car.retired_ms if car.retired_ms is not None else car.stopped_ms
-            ts = gone if gone is not None and gone > last else max(last + 1, leader_final)
-            controls.append(retirement(self.race_id, number, self.code(number), ts, len(done)))
-        controls.append(chequered(self.race_id, leader_final, total))
-        return RecordedRace(self.race_id, self.session(total, set(by_car)), laps, controls)
-
     @property
     def session_type(self) -> str:
         """``SessionInfo.Type``: Race, Qualifying, Practice (a sprint is a Race, its shootout Qualifying)."""
@@ -684,7 +643,7 @@ class FeedConverter:
         for p in self.laps:
             by_car.setdefault(p.lap.driver_number, []).append(p.lap)
         return [QualiLap(lap.driver_number, lap.lap, lap.crossing_ms, lap.lap_time_ms,
-                         self._is_deleted(lap, car_laps))
+                         self.is_deleted(lap, car_laps))
                 for car_laps in by_car.values() for lap in car_laps]
 
     def settle_lap(self, lap: Lap, prev_crossing: int, car_laps: list[Lap], estimated: bool) -> None:
@@ -695,16 +654,19 @@ class FeedConverter:
             lap.lap_time_ms = lap.crossing_ms - prev_crossing if prev_crossing or lap.lap == 1 else None
         if lap.lap_time_ms is not None and lap.lap_time_ms <= 0:
             lap.lap_time_ms = None
-        lap.deleted = self._is_deleted(lap, car_laps)
+        lap.deleted = self.is_deleted(lap, car_laps)
         lap.track_status = self._status_between(prev_crossing, lap.crossing_ms)
 
-    def _is_deleted(self, lap: Lap, car_laps: list[Lap]) -> bool:
+    def is_deleted(self, lap: Lap, car_laps: list[Lap]) -> bool:
         """Race control deleted this lap time: matched by car and time (the message's lap number
-        when no lap of the car has that time)."""
+        when no lap of the car has that time, or when several have it and that lap is one of them).
+        A message naming a lap the car has not completed yet matches nothing until it has."""
         for number, lap_no, time in self.deleted:
-            if number != lap.driver_number:
+            if number != lap.driver_number or (car_laps and lap_no > car_laps[-1].lap):
                 continue
             same_time = [x.lap for x in car_laps if time is not None and x.lap_time_ms == time]
+            if len(same_time) > 1 and lap_no in same_time:
+                same_time = [lap_no]
             if (same_time and lap.lap in same_time) or (not same_time and lap.lap == lap_no):
                 return True
         return False
@@ -768,25 +730,6 @@ class FeedConverter:
             return (start - sign * timedelta(hours=h, minutes=m)).replace(tzinfo=UTC)
         except (ValueError, TypeError):
             return datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def convert(messages: Iterable[FeedMessage], race_id: str) -> RecordedRace:
-    """Feed messages → a race's records (arrival order and duplicates handled here)."""
-    ordered = in_arrival_order(messages)
-    conv = FeedConverter(race_id)
-    conv.feed_all(ordered)
-    if conv.t0 is None:  # no start in the capture: the race starts with the first timing delta
-        conv = FeedConverter(race_id, start_on_timing=True)
-        conv.feed_all(ordered)
-    race = conv.build()
-    if conv.estimated_laps:
-        log.warning("race %s: %d laps had no crossing in the capture (it joined late or missed "
-                    "deltas); their crossings are estimated", race_id, conv.estimated_laps)
-    return race
-
-
-def load_capture(path: Path, race_id: str | None = None) -> RecordedRace:
-    return convert(read_capture(path), race_id or capture_race_id(path))
 
 
 def capture_race_id(path: Path) -> str:

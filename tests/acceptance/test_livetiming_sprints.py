@@ -20,7 +20,7 @@ import pytest
 from infra.pipeline_run import run_through_pipeline
 from schemas.model import Control, ControlKind
 from simulator.sources.base import RecordedRace
-from simulator.sources.livetiming import load_capture
+from simulator.sources.incremental import load_capture
 from simulator.verify import Official, ergast_race_id, from_ergast, lap_chart_from_table, verify
 
 pytestmark = [pytest.mark.slow]

@@ -21,7 +21,7 @@ import pytest
 
 from infra.services import free_port
 from simulator.sources.feed import INIT, parse_raw_line, recording_line
-from simulator.sources.livetiming import load_capture
+from simulator.sources.incremental import load_capture
 
 REPO = Path(__file__).resolve().parents[2]
 SPEED = 100

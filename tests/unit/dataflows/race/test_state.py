@@ -10,7 +10,7 @@ from dataflows.race.driver import DriverState
 from dataflows.race.processor import Throttle
 from dataflows.race.state import applied_of, race_version
 from dataflows.race.validate import validate
-from schemas.model import ControlKind, Lap, Leaderboard, Telemetry, TrackStatus
+from schemas.model import Control, ControlKind, Lap, Leaderboard, Telemetry, TrackStatus
 from tests.support.race_builder import Race
 
 
@@ -412,3 +412,50 @@ def test_the_state_says_what_changed_since_the_last_snapshot() -> None:
     assert not state.order_changed
     assert state.apply(DriverState().update(Lap("r:lap:1:1", "r", 1, 1, 90_000, 90_000))) == []
     assert state.timing_changed and state.take_lap_charts() == {1: [1]} and state.take_lap_charts() == {}
+
+
+# ------------------------------------------------------------------------------ lap verdicts
+
+
+def test_a_lap_deleted_after_it_went_out_gives_the_fastest_lap_back_to_the_next_best() -> None:
+    r = Race(cars=2, laps=5)
+    r.lap(1, 1, 90_000, 90_000)
+    r.lap(2, 1, 91_000, 91_000)
+    r.lap(1, 2, 178_000, 88_000)  # the fastest lap
+    r.lap(2, 2, 180_000, 89_000)
+    r.lap(1, 3, 268_000, 90_000)
+    r.lap(2, 3, 270_000, 90_000)
+    assert (r.state.fastest.driver_number, r.state.fastest.lap) == (1, 2)
+    assert [(e.driver_number, e.lap) for e in r.events("FASTEST_LAP")][-1] == (1, 2)
+    r.control(275_000, ControlKind.LAP_DELETED, driver=1, lap=2)
+    assert (r.state.fastest.driver_number, r.state.fastest.lap, r.state.fastest.lap_time_ms) == (2, 2, 89_000)
+    assert r.state.cars[1].best_lap_ms == 90_000
+    # the event that corrects it names the lap that holds the fastest lap now
+    assert [(e.driver_number, e.lap, e.lap_time_ms) for e in r.events("FASTEST_LAP")][-1] == (2, 2, 89_000)
+    r.lap(1, 4, 356_000, 88_500)  # the car's best again, but the deleted lap never comes back by itself
+    assert r.state.cars[1].best_lap_ms == 88_500 and r.state.fastest.lap == 4
+    r.control(280_000, ControlKind.LAP_REINSTATED, driver=1, lap=2)
+    assert (r.state.fastest.driver_number, r.state.fastest.lap) == (1, 2) and r.state.cars[1].best_lap_ms == 88_000
+
+
+def test_a_verdict_that_comes_before_its_lap_is_applied_when_the_lap_comes() -> None:
+    r = Race(cars=2, laps=5)
+    r.lap(1, 1, 90_000, 90_000)
+    r.lap(2, 1, 91_000, 91_000)
+    r.control(170_000, ControlKind.LAP_DELETED, driver=1, lap=2)  # another partition: read first
+    r.lap(1, 2, 178_000, 80_000)
+    r.lap(2, 2, 180_000, 89_000)
+    r.lap(1, 3, 268_000, 90_000)
+    r.lap(2, 3, 270_000, 90_000)
+    assert (r.state.fastest.driver_number, r.state.fastest.lap) == (2, 2)
+    assert r.state.cars[1].best_lap_ms == 90_000
+    assert all(e.lap_time_ms != 80_000 for e in r.events("FASTEST_LAP"))
+
+
+def test_a_verdict_without_car_and_lap_is_invalid() -> None:
+    def verdict(driver: int | None, lap: int | None) -> str | None:
+        return validate(Control("e", "r", 1, ControlKind.LAP_DELETED, "", driver_number=driver, lap=lap))
+
+    assert "without driver_number and lap" in (verdict(1, None) or "")
+    assert verdict(None, 3) is not None and verdict(1, 0) is not None
+    assert verdict(1, 3) is None

@@ -13,87 +13,18 @@ import pytest
 
 from schemas.model import Control, ControlKind, Lap, Session, TrackStatus
 from simulator.report import build_report
+from simulator.sources.incremental import convert, load_capture
 from simulator.sources.livetiming import (
     FeedMessage,
     LiveTimingError,
-    convert,
     decode_z,
     in_arrival_order,
-    load_capture,
     merge,
     parse_archive_lines,
     parse_recording,
     time_ms,
 )
-
-T0 = 1_700_000_000_000  # unix ms of the start
-
-
-def _line(ms: int, topic: str, data: Any) -> str:
-    return f"{(T0 + ms) * 1_000_000 + 123}:{topic}:{json.dumps(data)}"
-
-
-def _td(number: str, **fields: Any) -> dict[str, Any]:
-    return {"Lines": {number: fields}}
-
-
-INIT = {
-    "SessionInfo": {"Meeting": {"Name": "Test Grand Prix", "Circuit": {"ShortName": "Testring"}},
-                    "Name": "Sprint", "StartDate": "2023-11-13T14:00:00", "GmtOffset": "-03:00:00"},
-    "DriverList": {
-        "1": {"RacingNumber": "1", "Tla": "AAA", "FirstName": "Al", "LastName": "Alpha",
-              "FullName": "Al ALPHA", "TeamName": "Red", "TeamColour": "FF0000"},
-        "2": {"RacingNumber": "2", "Tla": "BBB", "FullName": "Bo BETA", "TeamName": "Blue",
-              "TeamColour": "0000FF"},
-        "3": {"RacingNumber": "3", "Tla": "CCC", "TeamName": "Green"},  # missing fields
-    },
-    "SessionStatus": {"Status": "Inactive"},
-    "TrackStatus": {"Status": "1", "Message": "AllClear"},
-    "LapCount": {"CurrentLap": 1, "TotalLaps": 3},
-    "TimingAppData": {"Lines": {
-        "1": {"GridPos": "2", "Stints": [{"Compound": "MEDIUM", "TotalLaps": 0, "New": "true"}]},
-        "2": {"GridPos": "1", "Stints": [{"Compound": "SOFT", "TotalLaps": 2, "New": "false"}]},
-        "3": {"GridPos": "3", "Stints": [{"Compound": "HARD", "TotalLaps": 0, "New": "true"}]},
-    }},
-    "RaceControlMessages": {"Messages": [{"Utc": "x", "Message": "PRE-RACE NOTE"}]},
-    "TimingData": {"Lines": {
-        n: {"Position": p, "NumberOfLaps": 0, "InPit": False, "Retired": False, "Stopped": False,
-            "Sectors": [{"Value": ""}, {"Value": ""}, {"Value": ""}], "LastLapTime": {"Value": ""}}
-        for n, p in (("1", "2"), ("2", "1"), ("3", "3"))}},
-}
-
-
-def race_lines() -> list[str]:
-    """A 3-lap race: car 2 wins, car 1 pits on lap 2 (SOFT → HARD), car 3 retires on lap 2."""
-    return [
-        _line(-60_000, "init", INIT),
-        _line(0, "SessionStatus", {"Status": "Started"}),
-        _line(80_000, "TimingData", _td("2", NumberOfLaps=1, Sectors={"2": {"Value": "30.000"}})),
-        _line(81_000, "TimingData", _td("1", NumberOfLaps=1, Sectors={"2": {"Value": "30.500"}})),
-        _line(82_000, "TimingData", _td("3", NumberOfLaps=1, Sectors={"2": {"Value": "31.000"}})),
-        _line(90_000, "TimingData", _td("2", Sectors={"0": {"Value": "25.100"}})),
-        _line(100_000, "TrackStatus", {"Status": "6", "Message": "VSCDeployed"}),
-        _line(110_000, "TrackStatus", {"Status": "1", "Message": "AllClear"}),
-        _line(120_000, "TimingData", _td("3", Stopped=True)),
-        _line(140_000, "TimingData", _td("1", InPit=True)),
-        _line(160_000, "TimingData", _td("2", NumberOfLaps=2, LastLapTime={"Value": "1:20.000"},
-                                           Sectors={"1": {"Value": "25.000"}, "2": {"Value": "29.900"}})),
-        _line(166_000, "TimingData", _td("1", NumberOfLaps=2)),
-        _line(167_000, "TimingData", _td("1", LastLapTime={"Value": "1:25.000"})),  # late lap time
-        _line(170_000, "TimingAppData", {"Lines": {"1": {"Stints": {"1": {"Compound": "HARD", "TotalLaps": 0}}}}}),
-        _line(186_000, "TimingData", _td("1", InPit=False, PitOut=True)),
-        _line(200_000, "RaceControlMessages", {"Messages": {"1": {
-            "Lap": 3, "Category": "Other",
-            "Message": "CAR 2 (BBB) TIME 1:20.000 DELETED - TRACK LIMITS AT TURN 4 LAP 2 14:02:40"}}}),
-        _line(205_000, "RaceControlMessages", {"Messages": {"2": {
-            "Lap": 3, "Category": "Other", "Message": "FIA STEWARDS: 5 SECOND TIME PENALTY FOR CAR 1 (AAA)"}}}),
-        _line(238_000, "TimingData", _td("2", NumberOfLaps=3, LastLapTime={"Value": "1:18.000"})),
-        _line(238_500, "RaceControlMessages", {"Messages": {"3": {
-            "Lap": 3, "Category": "Flag", "Flag": "CHEQUERED", "Message": "CHEQUERED FLAG"}}}),
-        _line(255_000, "TimingData", _td("1", NumberOfLaps=3, LastLapTime={"Value": "1:29.000"})),
-        _line(256_000, "SessionStatus", {"Status": "Finished"}),
-        _line(300_000, "TimingData", _td("2", Stopped=True)),  # parked after the flag: not a retirement
-    ]
+from tests.support.livetiming_feed import INIT, T0, feed_line, race_lines, td
 
 
 def _convert(lines: list[str], race_id: str = "r") -> list[Any]:
@@ -145,8 +76,8 @@ def test_time_parsing() -> None:
 
 
 def test_parse_recording_splits_init_and_skips_bad_lines() -> None:
-    msgs = parse_recording(["\ufeff" + _line(0, "init", {"A": {"x": 1}, "B": {}}), "garbage",
-                            _line(5, "A", {"x": 2}), "", "12:A:{not json"])
+    msgs = parse_recording(["\ufeff" + feed_line(0, "init", {"A": {"x": 1}, "B": {}}), "garbage",
+                            feed_line(5, "A", {"x": 2}), "", "12:A:{not json"])
     assert [(m.topic, m.full, m.ts_ms - T0) for m in msgs] == [("A", True, 0), ("B", True, 0), ("A", False, 5)]
 
 
@@ -225,7 +156,7 @@ def test_duplicated_and_out_of_order_deltas_change_nothing() -> None:
     noisy.insert(0, lines[0])
     assert _convert(noisy) == _convert(lines)
     # a stale delta arriving later (laps 1 after 2) takes nothing back
-    stale = [*lines[:12], _line(166_500, "TimingData", _td("1", NumberOfLaps=1)), *lines[12:]]
+    stale = [*lines[:12], feed_line(166_500, "TimingData", td("1", NumberOfLaps=1)), *lines[12:]]
     assert [r for r in _convert(stale) if isinstance(r, Lap)] == [r for r in _convert(lines) if isinstance(r, Lap)]
 
 
@@ -233,7 +164,7 @@ def test_missed_increment_and_missing_lap_count() -> None:
     lines = [line for line in race_lines() if ":LapCount:" not in line]
     init = json.loads(lines[0].split(":", 2)[2])
     del init["LapCount"]
-    lines[0] = _line(-60_000, "init", init)
+    lines[0] = feed_line(-60_000, "init", init)
     lines = [line for line in lines if '"1": {"NumberOfLaps": 2}' not in line]  # car 1 lap 2 lost
     records = _convert(lines)
     assert records[0].total_laps == 3  # the most laps completed
@@ -250,8 +181,8 @@ def test_late_capture_catches_up_earlier_laps() -> None:
         init["TimingData"]["Lines"][n]["NumberOfLaps"] = done
     start = 1_700_000_000_000  # 2023-11-14T22:13:20Z
     lines = [f"{(start + 200_000) * 1_000_000}:init:{json.dumps(init)}",
-             f"{(start + 238_000) * 1_000_000}:TimingData:{json.dumps(_td('2', NumberOfLaps=3))}",
-             f"{(start + 255_000) * 1_000_000}:TimingData:{json.dumps(_td('1', NumberOfLaps=3))}"]
+             f"{(start + 238_000) * 1_000_000}:TimingData:{json.dumps(td('2', NumberOfLaps=3))}",
+             f"{(start + 255_000) * 1_000_000}:TimingData:{json.dumps(td('1', NumberOfLaps=3))}"]
     records = _convert(lines)
     laps = [r for r in records if isinstance(r, Lap)]
     by_car = {n: [x.lap for x in laps if x.driver_number == n] for n in (1, 2, 3)}
@@ -264,7 +195,7 @@ def test_late_capture_catches_up_earlier_laps() -> None:
 
 def test_batched_crossings_follow_positions() -> None:
     lines = [*race_lines()[:2],
-             _line(80_000, "TimingData", {"Lines": {"1": {"NumberOfLaps": 1, "Position": "2"},
+             feed_line(80_000, "TimingData", {"Lines": {"1": {"NumberOfLaps": 1, "Position": "2"},
                                                     "2": {"NumberOfLaps": 1, "Position": "1"}}})]
     laps = [r for r in _convert(lines) if isinstance(r, Lap)]
     assert [(x.driver_number, x.crossing_ms) for x in laps] == [(2, 80_000), (1, 80_001)]
@@ -279,7 +210,7 @@ def test_no_start_in_capture_starts_with_timing() -> None:
 
 def test_empty_capture_is_an_error() -> None:
     with pytest.raises(LiveTimingError):
-        convert(parse_recording([_line(0, "init", {"SessionStatus": {"Status": "Inactive"}})]), "r")
+        convert(parse_recording([feed_line(0, "init", {"SessionStatus": {"Status": "Inactive"}})]), "r")
 
 
 def test_archive_folder(tmp_path: Path) -> None:
@@ -290,8 +221,8 @@ def test_archive_folder(tmp_path: Path) -> None:
     stream("DriverList", [(0, INIT["DriverList"])])
     stream("SessionStatus", [(1_000, {"Status": "Inactive"}), (10_000, {"Status": "Started"})])
     stream("LapCount", [(2_000, {"CurrentLap": 1, "TotalLaps": 1})])
-    stream("TimingData", [(3_000, INIT["TimingData"]), (95_000, _td("2", NumberOfLaps=1)),
-                          (96_000, _td("1", NumberOfLaps=1)), (97_000, _td("3", NumberOfLaps=1))])
+    stream("TimingData", [(3_000, INIT["TimingData"]), (95_000, td("2", NumberOfLaps=1)),
+                          (96_000, td("1", NumberOfLaps=1)), (97_000, td("3", NumberOfLaps=1))])
     race = load_capture(tmp_path, "arch")
     assert race.session.total_laps == 1
     assert [(x.driver_number, x.crossing_ms) for x in race.laps] == [(2, 85_000), (1, 86_000), (3, 87_000)]
@@ -318,8 +249,8 @@ def _with_gap(lines: list[str], start_ms: int, end_ms: int) -> list[str]:
         if start_ms < ms <= end_ms:
             continue
         if ms > end_ms and not any(":init:" in k for k in kept[1:]):
-            kept.append(_line(end_ms, "init", state))
-        kept.append(line if topic != "init" or ms <= start_ms else _line(ms, topic, data))
+            kept.append(feed_line(end_ms, "init", state))
+        kept.append(line if topic != "init" or ms <= start_ms else feed_line(ms, topic, data))
     return kept
 
 

@@ -1,8 +1,14 @@
-"""``racewire live``: follow the live-timing service as a session happens, keeping a capture.
+"""``racewire live``: follow the live-timing service as a session happens: its records go to the
+input topics as soon as each is final, and a capture of it is kept.
 
     racewire live --record captures/sprint.txt --until-finished
     racewire live --url http://127.0.0.1:8765 --record /tmp/rehearsal.txt   # against racewire feed-server
+    racewire live --no-produce --record sprint.txt                          # only the capture
 
+Records go to the configured broker and registry (``RACEWIRE_KAFKA_BOOTSTRAP``,
+``RACEWIRE_SCHEMA_REGISTRY_URL``: what ``racewire up --no-race`` runs, or ``--bootstrap`` /
+``--registry-url``) through :class:`~simulator.sources.live.LiveRecords`: the same conversion as
+``racewire livetiming`` on the capture, so both give the same records and event ids.
 Every message is appended to the capture as it arrives (flushed at once, synced every second), in
 the recording format ``racewire livetiming`` and ``racewire feed-server`` read. A drop is followed by
 a new connection with backoff; its subscription snapshot is recorded as an ``init`` line and taken as
@@ -21,6 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simulator.sources.base import default_race_id
+from simulator.sources.options import add_kafka_arguments, kafka_target
+
 log = logging.getLogger("racewire.live")
 
 PROGRESS_EVERY_S = 5.0
@@ -30,22 +39,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=None,
                         help="base URL of the service (default RACEWIRE_FEED_URL: the official one)")
     parser.add_argument("--record", type=Path, required=True, help="capture file to append every message to")
+    parser.add_argument("--race-id", default=None, help="race id of the records (default live-<meeting>-<session>)")
     parser.add_argument("--until-finished", action="store_true", help="exit once the session is final")
     parser.add_argument("--no-token", action="store_true", help="do not present RACEWIRE_F1TV_TOKEN")
+    parser.add_argument("--no-produce", action="store_true", help="keep the capture only; produce nothing")
+    add_kafka_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataflows.connectors.producer import ProducerOptions
+    from schemas.codec import Codec, make_registry_client
     from schemas.settings import load_settings
-    from simulator.sources.feed import RecordingWriter
-    from simulator.sources.live import LiveFeed
+    from simulator.sources.feed import INIT, RecordingWriter
+    from simulator.sources.live import LiveFeed, LiveRecords
 
     settings = load_settings()
     url = args.url or settings.feed_url
     token = None if args.no_token else (settings.f1tv_token.get_secret_value() or None)
+    producing: LiveRecords | None = None
     writer = RecordingWriter(args.record)
-    feed = LiveFeed(url, writer.write, token=token, until_finished=args.until_finished)
+    race_id: list[str] = [args.race_id] if args.race_id else []
+
+    def on_message(ns: int, topic: str, data: Any) -> None:
+        writer.write(ns, topic, data)
+        if producing is None:
+            return
+        if not race_id:  # named after the session, from the first snapshot
+            race_id.append(_race_id(data if topic == INIT else {}))
+            producing.start(race_id[0])
+        producing.push(ns, topic, data)
+
+    if not args.no_produce:
+        target = kafka_target(args, "live")
+        if target is None:
+            return 2
+        bootstrap, registry_url, _ = target
+        producing = LiveRecords({"bootstrap.servers": bootstrap}, Codec(make_registry_client(registry_url)),
+                                ProducerOptions.from_settings(settings))
+        if race_id:
+            producing.start(race_id[0])
+    feed = LiveFeed(url, on_message, token=token, until_finished=args.until_finished)
     log.info("following the live-timing feed: %s", {"url": url, "record": str(args.record),
-                                                    "token": token is not None})
+                                                    "token": token is not None, "produce": producing is not None})
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -64,8 +99,18 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(main())
     finally:
         writer.close()
-    log.info("live feed stopped: %s", _progress_fields(feed, 0, started, writer.lines))
+        counts = producing.close(finished=feed.stats.finished) if producing is not None else {}
+    log.info("live feed stopped: %s", {**_progress_fields(feed, 0, started, writer.lines),
+                                       "race_id": race_id[0] if race_id else None, "produced": counts})
     return 0
+
+
+def _race_id(snapshot: dict[str, Any]) -> str:
+    """``live-<meeting>-<session>`` from a subscription's ``SessionInfo``."""
+    info: dict[str, Any] = snapshot["SessionInfo"] if isinstance(snapshot.get("SessionInfo"), dict) else {}
+    meeting: dict[str, Any] = info["Meeting"] if isinstance(info.get("Meeting"), dict) else {}
+    parts = [str(x) for x in (meeting.get("Name"), str(info.get("StartDate", ""))[:4], info.get("Name")) if x]
+    return default_race_id("live", *(parts or ["session"]))
 
 
 def _progress_fields(feed: Any, before: int, since: float, lines: int | None = None) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +36,13 @@ from pysignalr.client import SignalRClient
 from pysignalr.messages import CompletionMessage, Message
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from simulator.sources.feed import HUB_PATH, INIT, TOPICS, feed_time_ns
+from dataflows.connectors.producer import ProducerOptions
+from schemas.codec import Codec
+from schemas.model import InputRecord
+from simulator.sources.feed import HUB_PATH, INIT, TOPICS, feed_time_ns, recording_line
+from simulator.sources.incremental import IncrementalConverter
+from simulator.sources.livetiming import Duplicates, arrival_key, parse_recording
+from simulator.sources.produce import produce_stream
 
 log = logging.getLogger("racewire.live")
 
@@ -194,3 +202,61 @@ class LiveFeed:
         lap_count = parts.get("LapCount")
         if isinstance(lap_count, dict) and isinstance(lap_count.get("CurrentLap"), int):
             self.stats.lap = lap_count["CurrentLap"]
+
+
+class LiveRecords:
+    """What arrives → racewire records as soon as each is final → the input topics.
+
+    ``push(ns, topic, data)`` takes a message as the live feed hands it on (the same one the
+    recorder writes, parsed the way ``racewire livetiming`` parses the recording, so that the
+    records and their ids are the same); records go to a producer in a thread of their own (the
+    broker never holds the feed up; while it is away they are spooled). ``close(finished)``: with
+    the session over, the records that wait for its end go too.
+    """
+
+    def __init__(self, producer_config: dict[str, Any], codec: Codec, options: ProducerOptions | None = None
+                 ) -> None:
+        self.producer_config, self.codec, self.options = producer_config, codec, options
+        self.converter: IncrementalConverter | None = None
+        self.duplicates = Duplicates()
+        self.records = 0
+        self.counts: dict[str, int] = {}
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[InputRecord | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self, race_id: str) -> None:
+        """Records of race ``race_id`` from now on (once, before the first push)."""
+        self.converter = IncrementalConverter(race_id)
+
+        def produce() -> None:
+            try:
+                self.counts = produce_stream(iter(self._queue.get, None), self.producer_config, self.codec,
+                                             f"live-{race_id}", self.options)
+            except BaseException as exc:  # reported by close()
+                self.error = exc
+
+        self._thread = threading.Thread(target=produce, name=f"live-producer-{race_id}", daemon=True)
+        self._thread.start()
+
+    def push(self, ns: int, topic: str, data: Any) -> None:
+        assert self.converter is not None, "start(race_id) first"
+        for m in sorted(parse_recording([recording_line(ns, topic, data)]), key=arrival_key):
+            if self.duplicates.fresh(m):
+                self._send(self.converter.push(m))
+
+    def _send(self, records: list[InputRecord]) -> None:
+        for r in records:
+            self._queue.put(r)
+        self.records += len(records)
+
+    def close(self, finished: bool) -> dict[str, int]:
+        if self._thread is None or self.converter is None:
+            return {}
+        if finished and self.converter.conv.t0 is not None:
+            self._send(self.converter.finish())
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.counts

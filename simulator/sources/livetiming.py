@@ -178,22 +178,33 @@ def read_capture(path: Path) -> list[FeedMessage]:
         return parse_recording(fh)
 
 
-def in_arrival_order(messages: Iterable[FeedMessage]) -> list[FeedMessage]:
-    """Sorted by arrival (stable), duplicates dropped (same topic and payload within
-    :data:`DUPLICATE_WINDOW_MS`)."""
-    # a full state (init) applies before the deltas of its instant, its SessionStatus last (a
-    # late capture's start needs the rest of that state: SessionData, TimingData)
-    ordered = sorted(messages, key=lambda m: (m.ts_ms, not m.full, m.full and m.topic == "SessionStatus", m.seq))
-    seen: dict[tuple[str, str], int] = {}
-    out: list[FeedMessage] = []
-    for m in ordered:
+def arrival_key(m: FeedMessage) -> tuple[int, bool, bool, int]:
+    """The order messages apply in: by arrival; a full state (init) before the deltas of its
+    instant, its SessionStatus last (a late capture's start needs the rest of that state:
+    SessionData, TimingData)."""
+    return (m.ts_ms, not m.full, m.full and m.topic == "SessionStatus", m.seq)
+
+
+class Duplicates:
+    """The duplicate rule, message by message: the same topic and payload again within
+    :data:`DUPLICATE_WINDOW_MS` is dropped (a full state never is)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], int] = {}
+
+    def fresh(self, m: FeedMessage) -> bool:
         key = (m.topic, json.dumps(m.data, sort_keys=True, separators=(",", ":")))
-        last = seen.get(key)
+        last = self.seen.get(key)
         if last is not None and m.ts_ms - last <= DUPLICATE_WINDOW_MS and not m.full:
-            continue
-        seen[key] = m.ts_ms
-        out.append(m)
-    return out
+            return False
+        self.seen[key] = m.ts_ms
+        return True
+
+
+def in_arrival_order(messages: Iterable[FeedMessage]) -> list[FeedMessage]:
+    """Sorted by arrival (:func:`arrival_key`, stable), duplicates dropped (:class:`Duplicates`)."""
+    duplicates = Duplicates()
+    return [m for m in sorted(messages, key=arrival_key) if duplicates.fresh(m)]
 
 
 # ------------------------------------------------------------------------------ merging (pure)

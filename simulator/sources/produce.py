@@ -112,6 +112,18 @@ def produce_many(
     return _produce(merged, producer_config, codec, speed, topics_prefix, on_record, options, name)
 
 
+def produce_stream(
+    records: Iterable[InputRecord],
+    producer_config: dict[str, Any],
+    codec: Codec,
+    name: str,
+    options: ProducerOptions | None = None,
+) -> dict[str, int]:
+    """Produce records as an iterable yields them (a live session: it blocks until the next one
+    is final), unpaced; returns the number of records per topic once it ends."""
+    return _produce(records, producer_config, codec, None, "", None, options, name)
+
+
 def default_options() -> ProducerOptions:
     """A spool in a new temporary folder (removed once everything is delivered); topics are not
     created (the caller made them). For tools and benchmarks without settings."""

@@ -60,9 +60,12 @@ def feed_server() -> Iterator[Any]:
         proc.wait(10)
 
 
-def _live(port: int, record: Path, timeout: float, env: dict[str, str] | None = None) -> str:
+def _live(port: int, record: Path, timeout: float, env: dict[str, str] | None = None, produce: bool = False,
+          race_id: str | None = None) -> str:
+    """``racewire live --until-finished`` against the server on ``port``; its output."""
+    options = ([] if produce else ["--no-produce"]) + (["--race-id", race_id] if race_id else [])
     proc = _racewire("live", "--url", f"http://127.0.0.1:{port}", "--record", str(record), "--until-finished",
-                     env=env)
+                     *options, env=env)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

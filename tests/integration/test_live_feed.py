@@ -116,21 +116,6 @@ def test_live_records_the_session_as_the_service_sends_it(shared_data: Path, fee
     assert _result(record) == _result(capture)
 
 
-@pytest.mark.acceptance
-def test_two_drops_mid_session_lose_and_duplicate_nothing(shared_data: Path, feed_server: Any,
-                                                          tmp_path: Path) -> None:
-    capture = shared_data / "livetiming" / "recordings" / "2024_brazil_sprint.txt"
-    port = feed_server(capture, "--speed", str(SPEED), "--drop-at", "1200", "--drop-at", "2100")
-    record = tmp_path / "live.txt"
-    out = _live(port, record, timeout=150)
-
-    got = _lines(record)
-    assert [t for _, t, _ in got].count(INIT) == 3, "a snapshot at the start and after each of the two drops"
-    assert out.count("live feed connection lost; reconnecting") == 2, out[-2000:]
-    assert "'reconnects': 2," in out.splitlines()[-1]
-    assert _result(record) == _result(capture)
-
-
 def _z(value: Any) -> str:
     raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     return base64.b64encode(raw.compress(json.dumps(value).encode()) + raw.flush()).decode()

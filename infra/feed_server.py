@@ -13,8 +13,10 @@ session::
     racewire feed-server ../shared/data/livetiming/recordings/2024_brazil_sprint.txt --port 8765 --speed 20
     racewire live --url http://127.0.0.1:8765 --record /tmp/brazil.txt --until-finished
 
-The playback clock starts at the first subscription (``--start-now`` starts it at once); a later
-client joins the session where it is. ``--drop-at S`` closes every connection when the playback is S
+The playback clock starts at the first subscription (``--start-now`` starts it at once), ``--from
+S`` seconds into the capture (a client joining a running session); a later client joins the session
+where it is. ``--sent-log PATH`` notes when each delta that completes a lap leaves (``racewire bench
+live`` measures from there). ``--drop-at S`` closes every connection when the playback is S
 seconds into the capture (repeatable), and makes their tokens void, as a load-balancer restart does;
 ``--withhold-z`` sends ``CarData.z``/``Position.z`` only to a client that presents a bearer token (the
 service's rule since 2025), ``--token`` names the one it accepts.
@@ -33,7 +35,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from pysignalr.messages import CompletionMessage, InvocationMessage, PingMessage
@@ -61,7 +63,8 @@ SEP = PROTOCOL.record_separator
 class Connection:
     websocket: WebSocket
     topics: frozenset[str]
-    queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue())
+    #: frames to send, each with the laps it completes ((car, laps) of TimingData deltas) for --sent-log
+    queue: asyncio.Queue[tuple[str, list[tuple[int, int]]] | None] = field(default_factory=lambda: asyncio.Queue())
 
 
 @dataclass
@@ -71,6 +74,8 @@ class Options:
     withhold_z: bool = False
     token: str | None = None
     start_now: bool = False
+    from_s: float = 0.0
+    sent_log: Path | None = None
 
 
 class FeedServer:
@@ -87,13 +92,17 @@ class FeedServer:
         self.dropped = 0
         self.subscriptions = 0
         self.sent = 0
+        self.sent_log: IO[str] | None = options.sent_log.open("a", encoding="utf-8") if options.sent_log else None
+        if options.from_s:  # the session joined at that instant: its state so far is the snapshot
+            self.playback.advance(recording.start_ns + int(options.from_s * 1e9))
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ playback
     def capture_ns(self) -> int:
+        begin = self.recording.start_ns + int(self.options.from_s * 1e9)
         if self.started_at is None:
-            return self.recording.start_ns
-        return self.recording.start_ns + int((time.monotonic() - self.started_at) * self.options.speed * 1e9)
+            return begin
+        return begin + int((time.monotonic() - self.started_at) * self.options.speed * 1e9)
 
     def start(self) -> None:
         if self.started_at is None:
@@ -115,7 +124,7 @@ class FeedServer:
             if time.monotonic() - last_ping >= PING_EVERY_S:
                 last_ping = time.monotonic()
                 for conn in self.connections:
-                    conn.queue.put_nowait(PROTOCOL.encode(PingMessage()))
+                    conn.queue.put_nowait((PROTOCOL.encode(PingMessage()), []))
             if self.playback.finished and not self.drops:
                 if due:
                     log.info("playback finished: %s", {"deltas": len(self.recording.deltas)})
@@ -124,11 +133,14 @@ class FeedServer:
                 await asyncio.sleep(TICK_S)
 
     def _fan_out(self, due: list[tuple[int, str, Any]]) -> None:
+        laps = [(int(car), line["NumberOfLaps"]) for _, topic, data in due if topic == "TimingData"
+                for car, line in ((data or {}).get("Lines") or {}).items()
+                if isinstance(line, dict) and isinstance(line.get("NumberOfLaps"), int) and car.isdigit()]
         for conn in self.connections:
             frames = [PROTOCOL.encode(InvocationMessage(None, "feed", [topic, data, feed_timestamp(ns)]))
                       for ns, topic, data in due if topic in conn.topics]
             if frames:
-                conn.queue.put_nowait("".join(frames))
+                conn.queue.put_nowait(("".join(frames), laps if "TimingData" in conn.topics else []))
                 self.sent += len(frames)
 
     def _drop_all(self) -> None:
@@ -207,7 +219,8 @@ class FeedServer:
                     # snapshot and registration with no await between: no delta is lost or sent twice
                     snapshot = self.playback.snapshot(topics)
                     conn = Connection(websocket, topics)
-                    conn.queue.put_nowait(PROTOCOL.encode(CompletionMessage(message.invocation_id, result=snapshot)))
+                    conn.queue.put_nowait((PROTOCOL.encode(CompletionMessage(message.invocation_id, result=snapshot)),
+                                           []))
                     self.connections.add(conn)
                     self.subscriptions += 1
                     sender = asyncio.create_task(self._send(conn))
@@ -221,12 +234,17 @@ class FeedServer:
 
     async def _send(self, conn: Connection) -> None:
         while True:
-            frame = await conn.queue.get()
-            if frame is None:  # dropped
+            item = await conn.queue.get()
+            if item is None:  # dropped
                 with contextlib.suppress(RuntimeError):
                     await conn.websocket.close(code=1012, reason="the service restarts")
                 return
+            frame, laps = item
             await conn.websocket.send_text(frame)
+            if laps and self.sent_log is not None:
+                now = time.time_ns()
+                self.sent_log.write("".join(f"{now} {car} {n}\n" for car, n in laps))
+                self.sent_log.flush()
 
     def status(self) -> dict[str, Any]:
         return {"capture_s": round((self.capture_ns() - self.recording.start_ns) / 1e9, 3),
@@ -273,6 +291,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=None, help="the only bearer token accepted (default: any)")
     parser.add_argument("--start-now", action="store_true",
                         help="start the playback at once (default: at the first subscription)")
+    parser.add_argument("--from", dest="from_s", type=float, default=0.0, metavar="S",
+                        help="start the playback S seconds into the capture (a client joins a running session)")
+    parser.add_argument("--sent-log", type=Path, default=None, metavar="PATH",
+                        help="append '<unix-ns> <car> <laps>' when a delta completing a lap leaves (benchmarks)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -287,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"racewire feed-server: {exc}", flush=True)
         return 2
     options = Options(speed=args.speed, drop_at_s=tuple(args.drop_at), withhold_z=args.withhold_z,
-                      token=args.token, start_now=args.start_now)
+                      token=args.token, start_now=args.start_now, from_s=args.from_s, sent_log=args.sent_log)
     app = create_app(recording, options)
     length_s = (recording.end_ns - recording.start_ns) / 1e9
     log.info("feed server for %s: %s", args.capture.name, {

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from infra.bench import history, idle, pipeline, serving, strategy
+from infra.bench import history, idle, live, pipeline, serving, strategy
 
 #: every benchmark module; each one's ``add_subcommands(sub)`` registers its commands
-MODULES = (pipeline, serving, history, strategy, idle)
+MODULES = (pipeline, serving, live, history, strategy, idle)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -368,10 +368,13 @@ async def _bench_sse(args: argparse.Namespace, redis_url: str) -> dict[str, Any]
 # ------------------------------------------------------------------------------------------ bench latency
 
 
-class _BoardWatcher(asyncio.Protocol):
-    """One SSE client of one race: for each leaderboard, which (driver, laps) it shows for the first time."""
+class BoardWatcher(asyncio.Protocol):
+    """One SSE client of one race: for each leaderboard, which (driver, laps) it shows for the first
+    time, and when (``clock``: ``time.perf_counter`` within one process, ``time.time`` across them)."""
 
-    def __init__(self, request: bytes, seen: dict[tuple[str, int, int], float], race_id: str) -> None:
+    def __init__(self, request: bytes, seen: dict[tuple[str, int, int], float], race_id: str,
+                 clock: Any = time.perf_counter) -> None:
+        self.clock = clock
         self.request = request
         self.seen = seen
         self.race_id = race_id
@@ -386,7 +389,7 @@ class _BoardWatcher(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         import orjson
 
-        now = time.perf_counter()
+        now = self.clock()
         self.buf += data
         while True:
             i = self.buf.find(b"\nevent: leaderboard\r\ndata: ")
@@ -498,7 +501,7 @@ async def _bench_latency(args: argparse.Namespace, workdir: Path) -> dict[str, A
                     await asyncio.sleep(0.1)
                 for s in sims:
                     req = (f"GET /api/races/{s.race_id}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").encode()
-                    watcher = _BoardWatcher(req, seen, s.race_id)
+                    watcher = BoardWatcher(req, seen, s.race_id)
                     await loop.create_connection(lambda w=watcher: w, "127.0.0.1", port)  # type: ignore[misc]
                 if produced:
                     raise RuntimeError("clients attached after the first lap completion; results would be partial")

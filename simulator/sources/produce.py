@@ -120,8 +120,8 @@ def produce_stream(
     options: ProducerOptions | None = None,
 ) -> dict[str, int]:
     """Produce records as an iterable yields them (a live session: it blocks until the next one
-    is final), unpaced; returns the number of records per topic once it ends."""
-    return _produce(records, producer_config, codec, None, "", None, options, name)
+    is final), each at once (no batching delay); returns the number of records per topic once it ends."""
+    return _produce(records, {**PACED_CONFIG, **producer_config}, codec, None, "", None, options, name)
 
 
 def default_options() -> ProducerOptions:

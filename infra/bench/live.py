@@ -144,14 +144,16 @@ async def _bench_live(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         sent.setdefault((int(car), int(laps)), int(ns) / 1e9)
     # laps completed while the client watched and the playback ran (the join's catch-up laps excluded)
     measured = {k: t for k, t in sent.items() if attached + 0.5 < t <= playback_end}
-    latencies = [(seen[(race_id, *k)] - t) * 1000 for k, t in measured.items() if (race_id, *k) in seen]
+    by_lap = {k: (seen[(race_id, *k)] - t) * 1000 for k, t in measured.items() if (race_id, *k) in seen}
+    latencies = list(by_lap.values())
     stats = _last_stats(live_out)
     return {
         "benchmark": "live", "capture": args.capture.name, "from_s": args.from_s, "seconds": args.seconds,
         "speed": args.speed, "laps": len(measured), "samples": len(latencies), "lost": len(measured) - len(latencies),
         "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
         "max_ms": round(max(latencies), 1) if latencies else None,
-        "slowest_ms": [round(x, 1) for x in sorted(latencies)[-3:]],
+        "slowest": [{"car": k[0], "lap": k[1], "ms": round(v, 1)}
+                    for k, v in sorted(by_lap.items(), key=lambda kv: kv[1])[-3:]],
         "messages": stats.get("messages"), "reconnects": stats.get("reconnects"),
         "join_to_first_board_s": round(attached - started, 2), "cpus": os.cpu_count(),
         "load_avg_1m_after": round(os.getloadavg()[0], 2),

@@ -17,7 +17,9 @@ messages/s, and an idle system kept busy by dozens of consumers polling the brok
   ends, in one request every :data:`PROBE_EVERY_S`; as soon as an end moves past the position
   read, or moves at all from what the first probe of the quiet spell saw, it resumes fetching.
   The first record after a quiet spell is picked up within that interval, every later one at
-  once. An end *below* the position read is no proof of loss by itself (the embedded broker
+  once (the resumed partitions are sought to the positions read, so their fetch starts at once
+  instead of after librdkafka's backoff: 14 ms instead of ~675 ms to the first record after a
+  quiet spell). An end *below* the position read is no proof of loss by itself (the embedded broker
   answers "latest" with the start of its last batch, plus one); a broker that really truncated
   a partition answers the resumed fetch with an out-of-range error, which the topic check handles.
 - **the reader's cost does not grow with the records it hands out**: positions come from the
@@ -316,6 +318,10 @@ class _Reader:
 
     def _resume(self) -> None:
         self.consumer.resume(self._partitions())
+        # a resumed partition's fetcher waits out its backoff first (~0.65 s seen here); a seek to
+        # the position read starts its fetch at once (nothing was fetched past it while paused)
+        for (topic, partition), offset in self.positions.items():
+            self._seek(TopicPartition(topic, partition, offset))
         self.paused = False
         self.last_record = time.monotonic()
 

@@ -54,6 +54,9 @@ RACE_RECORDS = Counter("racewire_flow_race_records_total",
                        ["race", "outcome"])
 PARTITION_LAG = Gauge("racewire_flow_partition_lag", "Records in an input partition not yet read",
                       ["partition"])
+FETCH_WAIT = Gauge("racewire_flow_fetch_wait_seconds",
+                   "The input consumer's fetch wait, when the reader lengthened it (a broker that answered "
+                   "fetches with few records while records waited)")
 INPUT_RESETS = Counter("racewire_flow_input_resets_total",
                        "Input partitions read again from their start because the broker lost the topic "
                        "(it restarted empty or the topic was recreated)", ["topic"])

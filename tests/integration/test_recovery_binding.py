@@ -130,6 +130,14 @@ def test_a_partition_of_50000_single_record_batches_is_read_completely(broker: B
     assert len(got) == n
     assert [m.offset() for m in got] == list(range(n))
 
+    # the same partition with a fetch wait the broker cannot find the position within (on a
+    # slower machine 50 ms behaved so: ~10 records/s): the reader asks for longer fetches
+    short = RawKafkaSource([broker.bootstrap], [TOPIC], add_config={**CONSUMER_TUNING, "fetch.wait.max.ms": "10"})
+    part = short.build_part("input", f"0-{TOPIC}", None)
+    got = read(part, n, timeout=120)
+    assert [m.offset() for m in got] == list(range(n))
+    assert int(part._reader.config["fetch.wait.max.ms"]) > 10
+
 
 def test_a_quiet_input_stops_fetching_and_a_new_record_is_read_within_a_probe(
         broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -65,6 +65,31 @@ class ControlKind(StrEnum):
     #: race control deleted (reinstated) ``lap`` of ``driver_number`` after the lap went out
     LAP_DELETED = "LAP_DELETED"
     LAP_REINSTATED = "LAP_REINSTATED"
+    #: a part of a qualifying session started / its flag fell (``part``)
+    PART_START = "PART_START"
+    PART_END = "PART_END"
+    #: the session clock: ``remaining_ms`` at ``ts_ms``, running down or stopped
+    CLOCK = "CLOCK"
+
+
+class SessionKind(StrEnum):
+    """What kind of session: a race or sprint is ordered by distance, the others by best lap."""
+
+    RACE = "RACE"
+    SPRINT = "SPRINT"
+    QUALIFYING = "QUALIFYING"
+    SPRINT_QUALIFYING = "SPRINT_QUALIFYING"
+    PRACTICE = "PRACTICE"
+
+    @property
+    def timed(self) -> bool:
+        """Ordered by best lap time (qualifying, sprint qualifying, practice), not by distance."""
+        return self not in (SessionKind.RACE, SessionKind.SPRINT)
+
+    @property
+    def knockout(self) -> bool:
+        """Run in knock-out parts (Q1-Q3, SQ1-SQ3)."""
+        return self in (SessionKind.QUALIFYING, SessionKind.SPRINT_QUALIFYING)
 
 
 class EventType(StrEnum):
@@ -148,9 +173,12 @@ class Session(_Record):
     track_outline: list[TrackPoint] = field(default_factory=list)
     pit_loss_ms: int | None = None
     source: str = "simulator"
+    session_type: SessionKind = SessionKind.RACE
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["session_type"] = str(self.session_type)
+        return d
 
     def driver(self, number: int) -> Driver | None:
         for d in self.drivers:
@@ -163,6 +191,7 @@ class Session(_Record):
         data = dict(data)
         data["drivers"] = [Driver(**d) for d in data["drivers"]]
         data["track_outline"] = [TrackPoint(**p) for p in data.get("track_outline") or []]
+        data["session_type"] = SessionKind(data.get("session_type") or "RACE")
         return cls(**data)
 
 
@@ -238,6 +267,9 @@ class Control(_Record):
     track_status: TrackStatus | None = None
     driver_number: int | None = None
     lap: int | None = None
+    part: int | None = None
+    remaining_ms: int | None = None
+    clock_running: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -302,6 +334,8 @@ class LeaderboardRow(_Record):
     tyre_age: int | None = None
     pit_count: int = 0
     positions_gained_last_lap: int | None = None
+    knocked_out: int | None = None
+    best_lap_number: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -333,6 +367,12 @@ class Leaderboard(_Record):
     fastest_lap: FastestLap | None = None
     hero: Hero | None = None
     reason: str = "timing"
+    session_type: SessionKind = SessionKind.RACE
+    part: int = 0
+    cut: int = 0
+    clock_remaining_ms: int | None = None
+    clock_ts_ms: int | None = None
+    clock_running: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -348,12 +388,19 @@ class Leaderboard(_Record):
             "fastest_lap": None if self.fastest_lap is None else self.fastest_lap.to_dict(),
             "hero": None if self.hero is None else self.hero.to_dict(),
             "reason": self.reason,
+            "session_type": str(self.session_type),
+            "part": self.part,
+            "cut": self.cut,
+            "clock_remaining_ms": self.clock_remaining_ms,
+            "clock_ts_ms": self.clock_ts_ms,
+            "clock_running": self.clock_running,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Leaderboard:
         data = dict(data)
         data["track_status"] = TrackStatus(data["track_status"])
+        data["session_type"] = SessionKind(data.get("session_type") or "RACE")
         data["rows"] = [LeaderboardRow.from_dict(r) for r in data["rows"]]
         if data.get("fastest_lap") is not None:
             data["fastest_lap"] = FastestLap(**data["fastest_lap"])

@@ -54,6 +54,8 @@ class RowOut(_Open):
     tyre_age: int | None = None
     pit_count: int = 0
     positions_gained_last_lap: int | None = None
+    knocked_out: int | None = Field(None, description="qualifying: the part (1 or 2) that knocked this car out")
+    best_lap_number: int | None = None
 
 
 class LeaderboardOut(_Open):
@@ -69,6 +71,13 @@ class LeaderboardOut(_Open):
     fastest_lap: FastestLapOut | None = None
     hero: HeroOut | None = None
     reason: str = "timing"
+    session_type: str = Field("RACE", description="RACE, SPRINT, QUALIFYING, SPRINT_QUALIFYING or PRACTICE; "
+                              "the last three are ordered by best lap time")
+    part: int = Field(0, description="qualifying: the part running or last run (1-3)")
+    cut: int = Field(0, description="qualifying: cars of the part running that go on (the rest: knock-out zone)")
+    clock_remaining_ms: int | None = Field(None, description="session clock: time left at clock_ts_ms")
+    clock_ts_ms: int | None = None
+    clock_running: bool = False
     positions: dict[str, list[float]] = Field(default_factory=dict, description="driver number → [x, y]")
 
 

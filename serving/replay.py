@@ -1,6 +1,7 @@
-"""A simulated race turned into the race dataflow's Redis output, without a broker.
+"""A simulated race (or any session's input records) turned into the race dataflow's Redis output,
+without a broker.
 
-The simulator's records go through the dataflow's own pure logic (:class:`DriverState` per car,
+The records go through the dataflow's own pure logic (:class:`DriverState` per car,
 :class:`RaceProcessor` per race, with session time as its clock) and come out as the objects the
 Redis sink receives (:class:`BoardUpdate`, :class:`RaceEvent`), each stamped with its session time.
 Tests, the browser test and ``racewire bench sse`` write them with the sink's own
@@ -12,7 +13,7 @@ This module is a tool: the web app never imports it (it loads the dataflow and B
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import orjson
 from dataflows.connectors.redis_sink import RedisWriter
 from dataflows.race.driver import DriverState, DriverUpdate
 from dataflows.race.processor import RaceProcessor
-from schemas.model import Lap, Leaderboard, RaceEvent, Recommendation, Session, Stint
+from schemas.model import InputRecord, Lap, Leaderboard, RaceEvent, Recommendation, Session, Stint
 from schemas.redis_layout import BoardUpdate, session_document, session_key
 from simulator.sources.base import record_ts
 
@@ -40,10 +41,18 @@ def race_outputs(race_id: str, seed: int, laps: int, max_rate_hz: float = 4.0, s
     """Run a simulated race through the race logic; returns its session and its Redis outputs in order
     (with ``strategy``, stints and strategy calls too; with ``driver_laps``, every applied lap as a
     :class:`DriverUpdate`, which the history store takes)."""
-    from dataflows.race.strategist import Strategist
     from simulator.race import RaceSimulator
 
     sim = RaceSimulator(race_id, seed, laps)
+    return sim.session, session_outputs(race_id, sim.records(), max_rate_hz, strategy, driver_laps)
+
+
+def session_outputs(race_id: str, records: Iterable[InputRecord], max_rate_hz: float = 4.0, strategy: bool = False,
+                    driver_laps: bool = False) -> list[Output]:
+    """Input records of one session (in the order they go out) through the race logic: its Redis
+    outputs in order (see :func:`race_outputs`)."""
+    from dataflows.race.strategist import Strategist
+
     proc = RaceProcessor(race_id, max_rate_hz, strategist=Strategist() if strategy else None)
     drivers: dict[int, DriverState] = {}
     out: list[Output] = []
@@ -62,7 +71,7 @@ def race_outputs(race_id: str, seed: int, laps: int, max_rate_hz: float = 4.0, s
             elif isinstance(o, RaceEvent) or (strategy and isinstance(o, (Stint, Recommendation))):
                 out.append(Output(now_ms, o))
 
-    for record in sim.records():
+    for record in records:
         ts = record_ts(record)
         if ts - batch_ts >= TICK_MS:
             flush(batch_ts)
@@ -75,7 +84,7 @@ def race_outputs(race_id: str, seed: int, laps: int, max_rate_hz: float = 4.0, s
             batch.append((record, None))
     flush(batch_ts)
     flush(batch_ts + 10_000)  # trailing edge of the throttle
-    return sim.session, out
+    return out
 
 
 def write_session(writer: RedisWriter, session: Session) -> None:

@@ -4,12 +4,19 @@ Rows are in the live running order (:mod:`~dataflows.race.live_order`); gap and 
 the passage times at the virtual timing loops (:mod:`~dataflows.race.gaps`), so order, gap and
 interval agree between crossings. The tower at the end of each lap, for the history store, is
 :mod:`~dataflows.race.towers`.
+
+A session ordered by best lap (qualifying, sprint qualifying, practice: ``SessionKind.timed``) is
+shown as the timing screens show it: the standings of the current part by
+:mod:`~dataflows.race.qualifying` (deleted laps left out), gap to the best time and interval to the
+car above, the cars knocked out in earlier parts below with the part that knocked them out, and
+the session clock; no hero.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from dataflows.race import qualifying
 from dataflows.race.finish import classification_order, status_text
 from dataflows.race.gaps import Passages, tower_gaps
 from schemas.model import CarStatus, ClassifiedCar, Hero, Leaderboard, LeaderboardRow
@@ -41,8 +48,43 @@ def passages(state: RaceState, number: int) -> Passages | None:
     return Passages(per_lap, tc.laps, tc.crossings, info.loops, info.telemetry_ms)
 
 
+def standings(state: RaceState) -> list[qualifying.Standing]:
+    """A timed session's order now (:func:`dataflows.race.qualifying.classification`)."""
+    laps = [qualifying.QualiLap(n, i + 1, tc.crossings[i], t, (n, i + 1) in state.deleted_laps)
+            for n, tc in state.timing.cars.items() for i, t in enumerate(tc.lap_times)]
+    drivers = sorted(state.cars)
+    advance = None if state.kind.knockout else (len(drivers), len(drivers))
+    return qualifying.classification(qualifying.standings(laps, state.phases(), drivers, advance))
+
+
+def _status(state: RaceState, n: int) -> CarStatus:
+    if n in state.finished:
+        return CarStatus.FINISHED
+    if state.timing.cars[n].retired_ms is not None:
+        return CarStatus.RETIRED
+    return CarStatus.PIT if state.cars[n].in_pit else CarStatus.RUNNING
+
+
+def _timed_rows(state: RaceState) -> list[LeaderboardRow]:
+    rows = []
+    table = standings(state)
+    for i, st in enumerate(table):
+        n = st.driver
+        info, tc = state.cars[n], state.timing.cars[n]
+        rows.append(LeaderboardRow(
+            position=i + 1, driver_number=n, code=info.driver.code, team=info.driver.team,
+            team_colour=info.driver.team_colour, laps=tc.laps, progress=float(tc.laps),
+            status=_status(state, n), timing_position=i + 1, gap_ms=st.gap_ms if i else None,
+            interval_ms=st.interval_ms, last_lap_ms=info.last_lap_ms, best_lap_ms=st.best_ms,
+            compound=info.compound, tyre_age=info.tyre_age, pit_count=info.pit_count,
+            knocked_out=st.phase if st.knocked_out else None, best_lap_number=st.best_lap))
+    return rows
+
+
 def leaderboard(state: RaceState, reason: str = "timing") -> Leaderboard:
-    """The live tower, with the race's flag, fastest lap and hero."""
+    """The live tower, with the session's flag, fastest lap, hero and clock."""
+    if state.kind.timed:
+        return _board(state, _timed_rows(state), None, reason)
     timing, finished = state.timing, state.finished
     timing_pos = {n: i + 1 for i, n in enumerate(timing.order())}
     final_positions = {n: i + 1 for i, n in enumerate(classification_order(timing, finished))}
@@ -76,11 +118,27 @@ def leaderboard(state: RaceState, reason: str = "timing") -> Leaderboard:
     if state.hero is not None:
         h = state.hero
         hero = Hero(h.number, state.cars[h.number].driver.code, h.lap, h.lap_time_ms, h.positions_gained, h.final)
+    return _board(state, rows, hero, reason)
+
+
+def _cut(state: RaceState, part: int) -> int:
+    """How many cars of qualifying part ``part`` go on (0: no part, or the last)."""
+    if not part or part >= 3:
+        return 0
+    return qualifying.advancing(len(state.cars))[part - 1]
+
+
+def _board(state: RaceState, rows: list[LeaderboardRow], hero: Hero | None, reason: str) -> Leaderboard:
+    clock = state.clock
+    part = max(state.parts, default=0) if state.kind.knockout else 0
     return Leaderboard(
         race_id=state.race_id, version=state.version, ts_ms=state.ts_ms, lap=state.leader_lap(),
         total_laps=state.session.total_laps, track_status=state.track_status,
         finished=state.chequered_ms is not None, final=state.final, rows=rows,
-        fastest_lap=state.fastest, hero=hero, reason=reason,
+        fastest_lap=state.fastest, hero=hero, reason=reason, session_type=state.kind,
+        part=part, cut=_cut(state, part),
+        clock_remaining_ms=clock[0] if clock else None, clock_ts_ms=clock[1] if clock else None,
+        clock_running=clock[2] if clock else False,
     )
 
 

@@ -158,9 +158,10 @@ class RaceProcessor:
         state = self.state
         if state is not None:
             out.extend(self.settler.settle(state))
-            out.extend(LapChart(self.race_id, lap, order) for lap, order in state.take_lap_charts().items())
-            out.extend(self.towers.due(state))
-            out.extend(self._calls(state, now_s))
+            if not state.kind.timed:  # a race's laps: the lap chart, the tower at each lap's end, strategy
+                out.extend(LapChart(self.race_id, lap, order) for lap, order in state.take_lap_charts().items())
+                out.extend(self.towers.due(state))
+                out.extend(self._calls(state, now_s))
         out.extend(self._snapshot(now_s))
         return out
 

@@ -23,17 +23,33 @@ if TYPE_CHECKING:
     from schemas.model import RaceEvent
 
 
+#: timed sessions: a car whose latest crossing is this much older than the newest is in the garage
+GARAGE_AFTER_MS = 180_000
+
+
 def watermark(state: RaceState, skip_silent: bool = True) -> float:
     """Every lap completed before this instant (session ms) has arrived, as far as the records
     read so far tell: each car has been seen past it, at the line or, with all its laps in, in
     telemetry (which at live rate is a fraction of a second). Finishers and retired cars with
     all their laps in do not hold it back; nor, with ``skip_silent``, do cars the strategy calls
-    gave up on (:meth:`RaceState.gone_silent`)."""
+    gave up on (:meth:`RaceState.gone_silent`).
+
+    In a session ordered by best lap, cars spend most of it in the garage, where they cross no
+    line for many minutes: a car that has not run yet, or whose latest crossing is more than
+    :data:`GARAGE_AFTER_MS` before the newest crossing read, does not hold it back (no lap on
+    track takes that long; its next timed lap is an out-lap away). This assumes the input
+    partitions are read about in step, as they are live; a replay whose partitions are read far
+    apart may settle a fastest lap that a lagging car's lap beats later, which then comes as the
+    next FASTEST_LAP."""
     silent = state.silent if skip_silent else None
     bound = float("inf")
     cars, finished = state.cars, state.finished
+    newest = max((tc.last_crossing() for tc in state.timing.cars.values() if tc.laps), default=0) \
+        if state.kind.timed else None
     for n, tc in state.timing.cars.items():
         if n in finished or (silent and silent.get(n) == tc.laps):
+            continue
+        if newest is not None and (not tc.laps or tc.last_crossing() < newest - GARAGE_AFTER_MS):
             continue
         if tc.retired_ms is not None and (tc.retired_on_lap is None or tc.laps >= tc.retired_on_lap - 1):
             continue

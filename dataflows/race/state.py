@@ -23,6 +23,7 @@ from dataflows.race.events import EventLog
 from dataflows.race.finish import Finisher, HeroResult, all_finished, classification_order, finishers, last_lap_hero
 from dataflows.race.gaps import LoopTimes, loops_per_lap
 from dataflows.race.live_order import LiveOrder
+from dataflows.race.qualifying import Phase
 from dataflows.race.timing import TimingLine
 from schemas.model import (
     Control,
@@ -31,6 +32,7 @@ from schemas.model import (
     FastestLap,
     RaceEvent,
     Session,
+    SessionKind,
     Telemetry,
     TrackStatus,
 )
@@ -100,6 +102,13 @@ class RaceState:
     def __init__(self, session: Session) -> None:
         self.race_id = session.race_id
         self.session = session
+        #: a race or sprint (order by distance), or a session ordered by best lap (see :attr:`SessionKind.timed`)
+        self.kind: SessionKind = session.session_type
+        #: qualifying parts: number → (start, flag) in session ms, as race control's PART_START /
+        #: PART_END said (either may come first)
+        self.parts: dict[int, tuple[int | None, int | None]] = {}
+        #: the session clock: (time left in ms, at session ms, running down), the newest by time
+        self.clock: tuple[int, int, bool] | None = None
         grid = {n: i + 1 for i, n in enumerate(session.grid)}
         for d in session.drivers:
             grid.setdefault(d.number, len(grid) + 1)
@@ -206,6 +215,7 @@ class RaceState:
             else:
                 self.cars[d.number].driver = d
         self.session = s
+        self.kind = s.session_type
         self._timing_changed = True
         return []
 
@@ -273,12 +283,13 @@ class RaceState:
             or (lap.lap_time_ms, lap.crossing_ms) < (self.fastest.lap_time_ms, self.fastest.crossing_ms)
         ):
             self.fastest = FastestLap(n, car.driver.code, lap.lap, lap.lap_time_ms, lap.crossing_ms)
-        if u.pit_stop_lap is not None:
+        if u.pit_stop_lap is not None and not self.kind.timed:  # a run ending in the garage is no stop
             events.append(log.pit_stop(n, u.pit_stop_lap, lap.crossing_ms, lap.pit_lane_ms, u.compound))
-        events.extend(log.overtakes(ot.after_lap(self.timing, n, lap.lap)))
-        if timing_car.retired_ms is not None:  # its last laps arrived after the retirement message
-            events.extend(log.overtakes(ot.after_retirement(self.timing, n)))
-        if lap.lap >= self.session.total_laps and (
+        if not self.kind.timed:  # overtakes and the distance mean something in a race only
+            events.extend(log.overtakes(ot.after_lap(self.timing, n, lap.lap)))
+            if timing_car.retired_ms is not None:  # its last laps arrived after the retirement message
+                events.extend(log.overtakes(ot.after_retirement(self.timing, n)))
+        if not self.kind.timed and lap.lap >= self.session.total_laps and (
             self.chequered_ms is None or lap.crossing_ms < self.chequered_ms
         ):
             self._chequered(lap.crossing_ms)
@@ -302,7 +313,7 @@ class RaceState:
             events.append(log.race_start(c.ts_ms, c.message))
         elif c.kind is ControlKind.CHEQUERED_FLAG:
             events.append(log.chequered_flag(c.ts_ms, c.lap or lap, c.message))
-            if self.chequered_ms is None or c.ts_ms < self.chequered_ms:
+            if self._ends_session(c.ts_ms) and (self.chequered_ms is None or c.ts_ms < self.chequered_ms):
                 self._chequered(c.ts_ms)
                 self._update_finishers()
         elif c.kind is ControlKind.RETIREMENT and c.driver_number is not None:
@@ -312,7 +323,29 @@ class RaceState:
         elif c.kind in (ControlKind.LAP_DELETED, ControlKind.LAP_REINSTATED) and c.driver_number is not None \
                 and c.lap is not None:
             self._lap_verdict(c.driver_number, c.lap, deleted=c.kind is ControlKind.LAP_DELETED)
+        elif c.kind in (ControlKind.PART_START, ControlKind.PART_END) and c.part is not None:
+            start, end = self.parts.get(c.part, (None, None))
+            if c.kind is ControlKind.PART_START:
+                start = c.ts_ms if start is None else min(start, c.ts_ms)
+            else:
+                end = c.ts_ms if end is None else min(end, c.ts_ms)
+            self.parts[c.part] = (start, end)
+            self._timing_changed = True
+            last = c.kind is ControlKind.PART_END and c.part >= 3
+            if last and (self.chequered_ms is None or c.ts_ms < self.chequered_ms):
+                self._chequered(c.ts_ms)  # the last part's flag ends the session
+        elif c.kind is ControlKind.CLOCK and c.remaining_ms is not None and (
+                self.clock is None or c.ts_ms >= self.clock[1]):
+            self.clock = (c.remaining_ms, c.ts_ms, c.clock_running)
+            self._timing_changed = True
         return [e for e in events if e is not None]
+
+    def _ends_session(self, ts_ms: int) -> bool:
+        """A chequered flag at ``ts_ms`` ends the session (in qualifying, only the last part's does)."""
+        if not self.kind.knockout or not self.parts:
+            return True
+        part = max((p for p, (start, _end) in self.parts.items() if start is not None and start <= ts_ms), default=0)
+        return part >= 3
 
     def _lap_verdict(self, n: int, lap: int, deleted: bool) -> None:
         """Race control deleted (reinstated) a lap that had gone out: the car's best lap and the
@@ -353,7 +386,8 @@ class RaceState:
         self.live.retire(n)
         self._timing_changed = True
         events = [self.events.retirement(n, ts_ms, on_lap or tc.laps + 1, message)]
-        events.extend(self.events.overtakes(ot.after_retirement(self.timing, n)))
+        if not self.kind.timed:
+            events.extend(self.events.overtakes(ot.after_retirement(self.timing, n)))
         self._update_finishers()
         return events
 
@@ -369,8 +403,8 @@ class RaceState:
         """Update who has taken the flag, the hero and the final flag (the live state). The
         FINISHED, LAST_LAP_HERO and CLASSIFICATION *events* wait for the watermark
         (:mod:`dataflows.race.settle`)."""
-        if self.chequered_ms is None:
-            return
+        if self.chequered_ms is None or self.kind.timed:
+            return  # a session ordered by best lap has no finishers, hero or classification at the line
         done = finishers(self.timing, self.chequered_ms)
         for n in done:
             if n not in self.finished:
@@ -388,6 +422,15 @@ class RaceState:
         """The lap the leader is on (the race distance once the flag has fallen)."""
         laps = max((c.laps for c in self.timing.cars.values()), default=0)
         return min(laps + 1, self.session.total_laps) if self.chequered_ms is None else self.session.total_laps
+
+    def phases(self) -> list[Phase]:
+        """The parts of a timed session as :mod:`~dataflows.race.qualifying` takes them: the parts
+        race control started (a part whose start is not known yet is left out); a session without
+        parts (practice, or qualifying read without its status) is one part from the start."""
+        if not self.kind.knockout or not self.parts:
+            return [Phase(1, -(1 << 62), None)]
+        return [Phase(number, start, end) for number, (start, end) in sorted(self.parts.items())
+                if start is not None]
 
     def positions(self) -> dict[int, tuple[float, float]]:
         """Last known x/y of each car (for the track map)."""

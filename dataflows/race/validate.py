@@ -82,6 +82,10 @@ def _control(c: Control) -> str | None:
     if c.kind in (ControlKind.LAP_DELETED, ControlKind.LAP_REINSTATED) and (
             c.driver_number is None or c.lap is None or c.lap < 1):
         return f"{c.kind} message without driver_number and lap"
+    if c.kind in (ControlKind.PART_START, ControlKind.PART_END) and (c.part is None or not 1 <= c.part <= 3):
+        return f"{c.kind} message without a part 1-3 (part={c.part})"
+    if c.kind is ControlKind.CLOCK and (c.remaining_ms is None or c.remaining_ms < 0):
+        return f"CLOCK message without a time left (remaining_ms={c.remaining_ms})"
     return None
 
 

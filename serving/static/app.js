@@ -29,7 +29,13 @@
     feedCount: 0,
     strategy: null,        // latest /strategy answer
     strategyLap: -1,       // laps completed by the leader when it was fetched
+    clock: null,           // {left: ms left when received, at: performance.now() then, running}
   };
+
+  const KIND_LABEL = { QUALIFYING: "QUALIFYING", SPRINT_QUALIFYING: "SPRINT QUALIFYING", PRACTICE: "PRACTICE",
+    SPRINT: "SPRINT", RACE: "" };
+  const timed = (b) => ["QUALIFYING", "SPRINT_QUALIFYING", "PRACTICE"].includes(b && b.session_type);
+  const partName = (b, part) => `${b.session_type === "SPRINT_QUALIFYING" ? "SQ" : "Q"}${part}`;
 
   // --------------------------------------------------------------------------------- formatting
   const fmtLap = (ms) => {
@@ -161,13 +167,20 @@
   function onBoard(b) {
     const prev = state.board;
     state.board = b;
-    $("#lap-counter").textContent = `LAP ${Math.min(b.lap || 0, b.total_laps || 0) || b.lap || 0}/${b.total_laps || "–"}`;
+    const kind = $("#session-kind");
+    kind.hidden = !KIND_LABEL[b.session_type];
+    kind.textContent = KIND_LABEL[b.session_type] || "";
+    const counter = $("#lap-counter");
+    if (timed(b)) counter.textContent = b.part ? partName(b, b.part) : "SESSION";
+    else counter.textContent = `LAP ${Math.min(b.lap || 0, b.total_laps || 0) || b.lap || 0}/${b.total_laps || "–"}`;
+    setClock(b);
     const flag = $("#flag");
     const flagKind = b.finished ? "CHEQUERED" : (b.track_status || "none");
     flag.className = `flag flag-${flagKind}`;
     flag.textContent = { GREEN: "GREEN", YELLOW: "YELLOW", SC: "SAFETY CAR", VSC: "VSC", VSC_ENDING: "VSC ENDING",
       RED: "RED FLAG", CHEQUERED: "CHEQUERED" }[flagKind] || flagKind;
     renderTower(b);
+    $(".strategy-panel").hidden = timed(b);  // no strategy calls where nobody races for position
     renderHero(b.hero);
     renderFastest(b.fastest_lap);
     recordHistory(b, prev);
@@ -176,8 +189,30 @@
     loadStrategy();
   }
 
+  // the session clock: time left as the board gave it, run down here while the clock runs
+  function setClock(b) {
+    if (b.clock_remaining_ms == null) { state.clock = null; $("#clock").hidden = true; return; }
+    const since = b.clock_running && b.clock_ts_ms != null ? Math.max(0, (b.ts_ms || 0) - b.clock_ts_ms) : 0;
+    state.clock = { left: Math.max(0, b.clock_remaining_ms - since), at: performance.now(), running: !!b.clock_running };
+    tickClock();
+  }
+
+  function tickClock() {
+    const c = state.clock, box = $("#clock");
+    if (!c) return;
+    const left = Math.max(0, c.left - (c.running ? performance.now() - c.at : 0));
+    const s = Math.ceil(left / 1000);
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+    box.textContent = `${h ? `${h}:${String(m).padStart(2, "0")}` : m}:${String(sec).padStart(2, "0")}`;
+    box.classList.toggle("stopped", !c.running);
+    box.hidden = false;
+  }
+  setInterval(tickClock, 250);
+
   function renderTower(b) {
     const tbody = $("#tower tbody");
+    const isTimed = timed(b);
+    const cut = isTimed ? (b.cut || 0) : 0;
     const fl = b.fastest_lap;
     const rows = b.rows || [];
     rows.forEach((r, i) => {
@@ -202,15 +237,20 @@
       const d = c[1].querySelector(".delta");
       d.className = `delta ${g > 0 ? "up" : g < 0 ? "down" : ""}`;
       d.textContent = g > 0 ? `▲${g}` : g < 0 ? `▼${-g}` : "";
-      c[2].textContent = fmtGap(r.gap_ms, r.gap_laps, i === 0);
-      c[3].textContent = i === 0 ? "" : fmtGap(r.interval_ms, r.interval_laps, false);
+      // a car knocked out earlier keeps its time; its gaps were to another part's cars
+      c[2].textContent = r.knocked_out ? "" : fmtGap(r.gap_ms, r.gap_laps, i === 0);
+      c[3].textContent = i === 0 || r.knocked_out ? "" : fmtGap(r.interval_ms, r.interval_laps, false);
       c[4].textContent = fmtLap(r.last_lap_ms);
       c[4].className = "c-last" + (r.last_lap_ms != null && r.last_lap_ms === r.best_lap_ms ? (fl && fl.driver_number === r.driver_number && fl.lap_time_ms === r.last_lap_ms ? " fastest" : " pb") : "");
       c[5].textContent = fmtLap(r.best_lap_ms);
       c[5].className = "c-best" + (fl && fl.driver_number === r.driver_number ? " fastest" : "");
       c[6].innerHTML = r.compound ? `<span class="tyre tyre-${esc(r.compound)}" title="${esc(r.compound)}">${esc(r.compound[0])}</span>${r.tyre_age ?? ""}` : "";
       c[7].textContent = r.pit_count || 0;
-      c[8].innerHTML = `<span class="status status-${esc(r.status)}">${r.status === "RUNNING" ? "" : esc(r.status)}</span>`;
+      if (r.knocked_out) c[8].innerHTML = `<span class="status status-OUT">OUT ${esc(partName(b, r.knocked_out))}</span>`;
+      else c[8].innerHTML = `<span class="status status-${esc(r.status)}">${r.status === "RUNNING" ? "" : esc(r.status)}</span>`;
+      tr.classList.toggle("knocked-out", !!r.knocked_out);
+      tr.classList.toggle("ko-zone", cut > 0 && !r.knocked_out && r.position > cut);
+      tr.classList.toggle("cut-line", cut > 0 && r.position === cut);
       const before = state.prevPos.get(r.driver_number);
       tr.classList.toggle("moved-up", before != null && r.position < before);
       tr.classList.toggle("moved-down", before != null && r.position > before);

@@ -92,9 +92,9 @@ def lap_event_id(race_id: str, number: int, lap: int) -> str:
     return f"{race_id}:lap:{number}:{lap}"
 
 
-def race_start(race_id: str) -> Control:
-    """Lights out, at session time 0."""
-    return Control(f"{race_id}:start", race_id, 0, ControlKind.RACE_START, "Lights out", lap=1)
+def race_start(race_id: str, message: str = "Lights out") -> Control:
+    """Lights out (or the green light of a session without a start), at session time 0."""
+    return Control(f"{race_id}:start", race_id, 0, ControlKind.RACE_START, message, lap=1)
 
 
 def retirement(race_id: str, number: int, code: str, ts_ms: int, laps_done: int) -> Control:

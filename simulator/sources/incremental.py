@@ -79,13 +79,16 @@ class IncrementalConverter:
         return self._due(self.conv._session_ms(message.ts_ms), final=False)
 
     def finish(self) -> list[InputRecord]:
-        """The session is over: whatever still waits goes, and every car that did not take the flag
-        retires: at the time timing marked it retired or stopped, else at the flag."""
+        """The session is over: whatever still waits goes, and (in a race or sprint) every car that
+        did not take the flag retires: at the time timing marked it retired or stopped, else at the flag."""
         if self.conv.t0 is None:
             raise LiveTimingError("the capture never shows the session started (SessionStatus)")
         out = self._due(self.conv._session_ms(self.conv.last_ts), final=True)
         if not self.laps_sent:
             raise LiveTimingError("no car completed a lap in the capture")
+        if self.conv.session_kind.timed:
+            self.finished = True
+            return out  # ordered by best lap: nobody has to take a flag, nobody retires for not taking it
         if self.flag_ms is None:
             total = self.conv.total_laps()
             finals = [lap.crossing_ms for laps in self.crossings_sent.values() for lap in laps if lap.lap == total]
@@ -118,8 +121,8 @@ class IncrementalConverter:
             return out
         scheduled = self._scheduled()
         if not self.session_sent:
-            if scheduled is None and not final:
-                return out  # the distance is not known yet: everything waits for it
+            if scheduled is None and not final and not conv.session_kind.timed:
+                return out  # a race's distance is not known yet: everything waits for it
             total = scheduled or conv.total_laps()
             out.append(conv.session(total, set(conv.cars)))
             self.session_sent = True

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from dataflows.race.qualifying import Phase, QualiLap
-from schemas.model import Control, ControlKind, Driver, Lap, Session, TrackStatus
+from schemas.model import Control, ControlKind, Driver, Lap, Session, SessionKind, TrackStatus
 from simulator.sources.base import (
     default_race_id,
     lap_event_id,
@@ -280,6 +280,22 @@ def time_ms(text: Any) -> int | None:
     return round((int(m.group(1) or 0) * 60 + float(m.group(2))) * 1000)
 
 
+def clock_ms(text: Any) -> int | None:
+    """``"01:02:03"`` (h:m:s, the session clock) → ms; junk → ``None``.
+
+    >>> clock_ms("00:17:59"), clock_ms("1:00:00"), clock_ms("")
+    (1079000, 3600000, None)
+    """
+    if not isinstance(text, str):
+        return None
+    parts = text.strip().split(":")
+    try:
+        h, m, sec = (int(parts[0]), int(parts[1]), float(parts[2])) if len(parts) == 3 else (0, 0, -1.0)
+    except ValueError:
+        return None
+    return None if sec < 0 else round(((h * 60 + m) * 60 + sec) * 1000)
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(value)
@@ -340,6 +356,7 @@ class FeedConverter:
         #: again after a reconnection, whose changes are the gap's (laps, messages), not a catch-up
         self.following = False
         self.parts: list[Phase] = []  # qualifying parts seen so far
+        self.clock_sent: tuple[int, bool] | None = None  # the last CLOCK control: (remaining, running)
 
     # -------------------------------------------------------------- feeding
     def feed_all(self, messages: Iterable[FeedMessage]) -> None:
@@ -365,7 +382,8 @@ class FeedConverter:
         if self.t0 is not None:
             return
         self.t0 = ts
-        self.controls.append(race_start(self.race_id))
+        self.controls.append(race_start(self.race_id, "Session starts") if self.session_kind.timed
+                             else race_start(self.race_id))
         self.track.append((0, self.track_code))
         if self.track_code not in ("1", ""):
             self._track_control(0, self.track_code)
@@ -373,6 +391,7 @@ class FeedConverter:
         for car in self.cars.values():
             if car.laps:
                 self._catch_up(car, ts)
+        self._clock(ts)
 
     def _on_SessionStatus(self, m: FeedMessage) -> None:
         status = str(self.state.get("SessionStatus", {}).get("Status", ""))
@@ -382,8 +401,49 @@ class FeedConverter:
         if status == "Started" and self.t0 is not None and (not self.parts or self.parts[-1].end_ms is not None):
             at = self._late_start_ts(m) if m.full else m.ts_ms
             self.parts.append(Phase(self._part_number(), self._session_ms(at)))
+            self._part_control(ControlKind.PART_START, self.parts[-1].number, self.parts[-1].start_ms)
         elif status in ("Finished", "Finalised", "Ends") and self.parts and self.parts[-1].end_ms is None:
             self.parts[-1] = Phase(self.parts[-1].number, self.parts[-1].start_ms, self._session_ms(m.ts_ms))
+            self._part_control(ControlKind.PART_END, self.parts[-1].number, self.parts[-1].end_ms or 0)
+
+    def _part_control(self, kind: ControlKind, part: int, t: int) -> None:
+        """A qualifying part started or its flag fell (only a knock-out session has parts)."""
+        if not self.session_kind.knockout:
+            return
+        prefix = "SQ" if self.session_kind is SessionKind.SPRINT_QUALIFYING else "Q"
+        what = "starts" if kind is ControlKind.PART_START else "ends"
+        self.controls.append(Control(f"{self.race_id}:part:{part}:{kind.lower()}", self.race_id, t, kind,
+                                     f"{prefix}{part} {what}", part=part))
+
+    def _on_ExtrapolatedClock(self, m: FeedMessage) -> None:
+        if self.t0 is not None:
+            self._clock(m.ts_ms)
+
+    def _clock(self, ts: int) -> None:
+        """The session clock as a CLOCK control: time left at the instant the feed gives (its
+        ``Utc``, when it agrees with the arrival clock), running down or stopped."""
+        doc = self.state.get("ExtrapolatedClock")
+        if not isinstance(doc, dict):
+            return
+        remaining = clock_ms(doc.get("Remaining"))
+        if remaining is None:
+            return
+        running = _truthy(doc.get("Extrapolating"))
+        if self.clock_sent == (remaining, running):
+            return
+        self.clock_sent = (remaining, running)
+        at = ts
+        try:
+            utc = int(datetime.fromisoformat(str(doc.get("Utc")).replace("Z", "+00:00")).timestamp() * 1000)
+            if abs(utc - ts) < 60_000:
+                at = utc
+        except ValueError:
+            pass
+        t = self._session_ms(at)
+        self.controls.append(Control(
+            f"{self.race_id}:clock:{t}:{remaining}", self.race_id, t, ControlKind.CLOCK,
+            f"Clock {remaining // 60_000}:{remaining // 1000 % 60:02d} {'running' if running else 'stopped'}",
+            remaining_ms=remaining, clock_running=running))
 
     def _part_number(self) -> int:
         """The qualifying part now running (``SessionData.Series``), else the count of starts."""
@@ -643,6 +703,20 @@ class FeedConverter:
         return most
 
     @property
+    def session_kind(self) -> SessionKind:
+        """The kind of session from ``SessionInfo``: its ``Type`` (Race, Qualifying, Practice) and
+        ``Name`` ("Sprint", "Sprint Qualifying", "Sprint Shootout")."""
+        info = self.state.get("SessionInfo", {})
+        kind = str(info.get("Type") or "Race").lower()
+        name = str(info.get("Name") or "").lower()
+        sprint = "sprint" in name
+        if kind == "qualifying":
+            return SessionKind.SPRINT_QUALIFYING if sprint else SessionKind.QUALIFYING
+        if kind == "practice":
+            return SessionKind.PRACTICE
+        return SessionKind.SPRINT if sprint else SessionKind.RACE
+
+    @property
     def session_type(self) -> str:
         """``SessionInfo.Type``: Race, Qualifying, Practice (a sprint is a Race, its shootout Qualifying)."""
         return str(self.state.get("SessionInfo", {}).get("Type") or "Race")
@@ -659,9 +733,10 @@ class FeedConverter:
 
     def settle_lap(self, lap: Lap, prev_crossing: int, car_laps: list[Lap], estimated: bool) -> None:
         """What a lap's record says once it is final: a time from the crossings where the feed gave
-        none (not for an estimated lap), deleted by race control, the most severe track status
-        since the car's previous crossing."""
-        if lap.lap_time_ms is None and not estimated:
+        none (not for an estimated lap, nor in qualifying or practice), deleted by race control,
+        the most severe track status since the car's previous crossing."""
+        if lap.lap_time_ms is None and not estimated and not self.session_kind.timed:
+            # (in a session ordered by best lap only the feed's times count: an out-lap has none)
             lap.lap_time_ms = lap.crossing_ms - prev_crossing if prev_crossing or lap.lap == 1 else None
         if lap.lap_time_ms is not None and lap.lap_time_ms <= 0:
             lap.lap_time_ms = None
@@ -727,7 +802,7 @@ class FeedConverter:
         return Session(event_id=session_event_id(self.race_id), race_id=self.race_id, name=title or "Live timing",
                        circuit=str(circuit.get("ShortName") or title or ""), total_laps=max(total, 1),
                        track_length_m=0, start_time=self.start_time(), drivers=drivers, grid=grid,
-                       source="livetiming")
+                       source="livetiming", session_type=self.session_kind)
 
     def start_time(self) -> datetime:
         """Wall-clock start: the recording's arrival clock (unix), else ``SessionInfo``."""

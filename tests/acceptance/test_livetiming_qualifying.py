@@ -48,3 +48,58 @@ def test_dutch_qualifying_phases_match_the_official_result(shared_data: Path) ->
     assert table[1][-1].driver == 18 and table[1][-1].best_ms is None and (18, 3, None) in conv.deleted
     assert code(table[3][0].driver) == official[0]["code"] == "PIA"  # pole
     assert [code(s.driver) for s in classification(table)] == [r["code"] for r in official]
+
+
+def test_the_dataflow_shows_the_qualifying_tower_as_the_timing_screens_do(shared_data: Path) -> None:
+    """The same capture, converted as a live run would and applied by the race dataflow's own
+    logic: the tower is in the order of the part running (Q1-knocked-out cars below it, marked),
+    gaps to the best time, the final tower in the official order with each car's time of the part
+    that set its place, the session clock, no hero and no overtakes."""
+    from dataflows.race.board import leaderboard
+    from dataflows.race.driver import DriverState, DriverUpdate
+    from dataflows.race.processor import RaceProcessor
+    from schemas.model import Control, ControlKind, Lap, RaceEvent, SessionKind
+    from simulator.sources.incremental import convert_incrementally
+    from simulator.sources.livetiming import parse_recording
+
+    path = shared_data / "livetiming" / "recordings" / "2025_dutch_qualifying.txt"
+    records = convert_incrementally(parse_recording(path.read_text(encoding="utf-8-sig").splitlines()), "q")
+    proc = RaceProcessor("q")
+    drivers: dict[int, DriverState] = {}
+    events: list[RaceEvent] = []
+    during_q2 = None
+    for i, record in enumerate(records):
+        item = record
+        if isinstance(record, Lap):
+            update = drivers.setdefault(record.driver_number, DriverState()).update(record)
+            assert isinstance(update, DriverUpdate), update
+            item = update
+        events += [o for o in proc.on_batch([(item, None)], float(i)) if isinstance(o, RaceEvent)]
+        state = proc.state
+        if during_q2 is None and state is not None and 2 in state.parts and state.parts[2][1] is None \
+                and state.ts_ms > state.parts[2][0] + 600_000:
+            during_q2 = leaderboard(state)
+    parts = [r for r in records if isinstance(r, Control) and r.kind in (ControlKind.PART_START, ControlKind.PART_END)]
+    assert [(r.kind, r.part) for r in parts] == [(k, q) for q in (1, 2, 3) for k in (ControlKind.PART_START,
+                                                                                     ControlKind.PART_END)]
+    official = _official(shared_data / "ergast")
+    board = leaderboard(proc.state)
+    assert board.session_type is SessionKind.QUALIFYING and board.part == 3 and board.hero is None
+    assert [r.code for r in board.rows] == [r["code"] for r in official]
+    for row, r in zip(board.rows, official, strict=True):
+        part = 3 if row.position <= 10 else 2 if row.position <= 15 else 1
+        assert row.knocked_out == (None if part == 3 else part), row
+        assert row.best_lap_ms == time_ms(r[f"q{part}"]), (row.code, row.best_lap_ms, r[f"q{part}"])
+    first, second = board.rows[0], board.rows[1]
+    assert first.gap_ms is None and second.gap_ms == second.best_lap_ms - first.best_lap_ms
+    assert board.clock_remaining_ms == 0 and not board.clock_running
+    assert board.finished  # Q3's flag ended the session
+    assert not [e for e in events if e.type in ("OVERTAKE", "LAST_LAP_HERO", "PIT_STOP", "RETIREMENT")]
+    assert not [r for r in records if isinstance(r, Control) and r.kind is ControlKind.RETIREMENT]
+
+    # ten minutes into Q2: fifteen cars in Q2's order, the five knocked out in Q1 below them, the clock running
+    assert during_q2 is not None and during_q2.part == 2 and during_q2.cut == 10 and during_q2.clock_running
+    assert [r.knocked_out for r in during_q2.rows] == [None] * 15 + [1] * 5
+    assert [r.code for r in during_q2.rows[15:]] == [r["code"] for r in official[15:]]
+    timed = [r.best_lap_ms for r in during_q2.rows[:15] if r.best_lap_ms is not None]
+    assert timed == sorted(timed) and len(timed) >= 10

@@ -21,11 +21,11 @@ import redis
 
 from dataflows.connectors.redis_sink import RedisWriter
 from infra.bench.harness import serve_in_thread
-from schemas.model import RaceEvent
+from schemas.model import RaceEvent, Session
 from schemas.redis_layout import RACES_KEY, BoardUpdate
 from schemas.settings import Settings
 from serving.app import ServingOptions, create_app
-from serving.replay import race_outputs, write_session
+from serving.replay import race_outputs, session_outputs, write_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -223,3 +223,84 @@ def test_swagger_ui_runs_under_its_content_security_policy(browser: Any, redis_u
         page.close()
     assert "racewire" in title
     assert not messages, messages
+
+
+def _qualifying_page(page: Any) -> dict[str, Any]:
+    return page.evaluate("""() => {
+      const shown = (sel) => document.querySelector(sel).hidden ? null : document.querySelector(sel).textContent;
+      const rows = [...document.querySelectorAll('#tower tbody tr')];
+      return {
+        kind: shown('#session-kind'),
+        part: document.querySelector('#lap-counter').textContent,
+        clock: shown('#clock'),
+        clockStopped: document.querySelector('#clock').classList.contains('stopped'),
+        order: rows.map(tr => tr.dataset.code),
+        out: rows.map(tr => tr.querySelector('.status-OUT')?.textContent || null),
+        zone: [...document.querySelectorAll('#tower tbody tr.ko-zone')].map(tr => Number(tr.dataset.position)),
+        cut: [...document.querySelectorAll('#tower tbody tr.cut-line')].map(tr => Number(tr.dataset.position)),
+      };
+    }""")
+
+
+def test_a_qualifying_session_in_the_browser(browser: Any, redis_url: str, redis_client: redis.Redis,
+                                             shared_data: Path, unique_race_id: str) -> None:
+    """The 2025 Dutch qualifying capture through the dataflow's logic, shown in Q2 and at its end:
+    the part and the clock (running down in Q2), the knock-out zone below the cut, the cars
+    knocked out in Q1 below with "OUT Q1", and the final order with Q1's and Q2's knock-outs."""
+    from simulator.sources.incremental import convert_incrementally
+    from simulator.sources.livetiming import parse_recording
+
+    race_id = unique_race_id
+    path = shared_data / "livetiming" / "recordings" / "2025_dutch_qualifying.txt"
+    records = convert_incrementally(parse_recording(path.read_text(encoding="utf-8-sig").splitlines()), race_id)
+    session = next(r for r in records if isinstance(r, Session))
+    outputs = session_outputs(race_id, records)
+    boards = [o for o in outputs if isinstance(o.item, BoardUpdate)]
+    # ten minutes into Q2
+    mid = next(i for i, o in enumerate(outputs) if isinstance(o.item, BoardUpdate) and o.item.board.part == 2
+               and o.item.board.clock_running and o.item.board.clock_remaining_ms is not None
+               and o.item.board.ts_ms - o.item.board.clock_ts_ms > 600_000)
+    at_mid = outputs[mid].item.board
+    final = boards[-1].item.board
+    writer = RedisWriter(redis_url)
+    app = create_app(Settings(redis_url=redis_url), ServingOptions(rate_limit_per_s=0))  # type: ignore[call-arg]
+    errors: list[str] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        with serve_in_thread(app) as url:
+            write_session(writer, session)
+            writer.write([o.item for o in outputs[: mid + 1]])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(f"{url}/?race={race_id}")
+            page.wait_for_selector("#tower tbody tr:nth-child(20)", timeout=10_000)
+            page.wait_for_function("!document.querySelector('#clock').hidden", timeout=10_000)
+            first = _qualifying_page(page)
+            page.wait_for_timeout(1500)
+            q2 = _qualifying_page(page)
+            page.screenshot(path=str(ARTIFACTS / "qualifying-q2.png"), full_page=True)
+            assert q2["kind"] == "QUALIFYING" and q2["part"] == "Q2"
+            assert q2["order"] == [r.code for r in at_mid.rows]
+            assert q2["out"] == [None] * 15 + ["OUT Q1"] * 5
+            assert q2["cut"] == [10] and q2["zone"] == list(range(11, 16))
+            assert not q2["clockStopped"] and first["clock"] != q2["clock"], (first["clock"], q2["clock"])
+
+            writer.write([o.item for o in outputs[mid + 1:]])
+            # (polled from here: the page's Content Security Policy forbids wait_for_function's eval)
+            deadline = time.monotonic() + 10
+            end = _qualifying_page(page)
+            while (end["part"], end["order"][:1], end["clockStopped"]) != ("Q3", [final.rows[0].code], True) \
+                    and time.monotonic() < deadline:
+                page.wait_for_timeout(100)
+                end = _qualifying_page(page)
+            page.screenshot(path=str(ARTIFACTS / "qualifying-final.png"), full_page=True)
+            assert end["order"] == [r.code for r in final.rows]
+            assert end["out"] == [None] * 10 + ["OUT Q2"] * 5 + ["OUT Q1"] * 5
+            assert end["zone"] == [] and end["cut"] == [] and end["clock"] == "0:00"
+            assert page.locator('.strategy-panel').is_hidden()
+            page.close()
+    finally:
+        redis_client.hdel(RACES_KEY, race_id)
+        writer.close()
+    assert not errors, errors

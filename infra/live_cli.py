@@ -4,6 +4,7 @@ input topics as soon as each is final, and a capture of it is kept.
     racewire live --record captures/sprint.txt --until-finished
     racewire live --url http://127.0.0.1:8765 --record /tmp/rehearsal.txt   # against racewire feed-server
     racewire live --no-produce --record sprint.txt                          # only the capture
+    racewire live --record q.txt --until-finished --output-json q.json      # and the report at the end
 
 Records go to the configured broker and registry (``RACEWIRE_KAFKA_BOOTSTRAP``,
 ``RACEWIRE_SCHEMA_REGISTRY_URL``: what ``racewire up --no-race`` runs, or ``--bootstrap`` /
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until-finished", action="store_true", help="exit once the session is final")
     parser.add_argument("--no-token", action="store_true", help="do not present RACEWIRE_F1TV_TOKEN")
     parser.add_argument("--no-produce", action="store_true", help="keep the capture only; produce nothing")
+    parser.add_argument("--output-json", type=Path, default=None,
+                        help="when the feed ends, wait until the dataflow applied every record produced and write "
+                             "the report `racewire livetiming --output-json` writes (read back from Redis)")
+    parser.add_argument("--redis-url", default=None,
+                        help="the dataflow's Redis, for --output-json (default RACEWIRE_REDIS_URL)")
+    parser.add_argument("--report-timeout", type=float, default=300.0,
+                        help="seconds to wait for the dataflow before --output-json gives up (default 300)")
     add_kafka_arguments(parser)
 
 
@@ -54,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
     from simulator.sources.live import LiveFeed, LiveRecords
 
     settings = load_settings()
+    redis_url = args.redis_url or settings.redis_url
+    if args.output_json is not None and (args.no_produce or not redis_url):
+        print("racewire live: --output-json needs the records produced (no --no-produce) and the dataflow's "
+              "Redis (--redis-url or RACEWIRE_REDIS_URL)", file=sys.stderr)
+        return 2
     url = args.url or settings.feed_url
     token = None if args.no_token else (settings.f1tv_token.get_secret_value() or None)
     producing: LiveRecords | None = None
@@ -102,6 +116,36 @@ def run(args: argparse.Namespace) -> int:
         counts = producing.close(finished=feed.stats.finished) if producing is not None else {}
     log.info("live feed stopped: %s", {**_progress_fields(feed, 0, started, writer.lines),
                                        "race_id": race_id[0] if race_id else None, "produced": counts})
+    if args.output_json is not None and race_id and redis_url:
+        return _write_report(redis_url, race_id[0], sum(counts.values()), args.output_json, args.report_timeout)
+    return 0
+
+
+def _write_report(redis_url: str, race_id: str, records: int, path: Path, timeout_s: float) -> int:
+    """Wait for the dataflow to apply the ``records`` produced, then the report from Redis."""
+    import json
+
+    import redis
+
+    from infra.pipeline_run import wait_final
+    from schemas.redis_layout import session_key
+    from simulator.report import build_report, read_redis, write_report
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_final(client, race_id, records, None, timeout_s)
+        raw = client.get(session_key(race_id))
+        drivers = json.loads(raw).get("drivers", []) if raw else []
+        report = build_report(race_id, {d["number"]: d["code"] for d in drivers}, *read_redis(client, race_id))
+    except TimeoutError as exc:
+        print(f"racewire live: {exc}; no report written", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    write_report(report, path)
+    print(json.dumps({"race_id": race_id, "session_type": report["session_type"],
+                      "order": [c["driver"] for c in report["classification"]], "fastest_lap": report["fastest_lap"],
+                      "output_json": str(path)}))
     return 0
 
 

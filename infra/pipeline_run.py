@@ -26,7 +26,7 @@ from infra.flow_cli import flow_process
 from infra.services.stack import services as benchmark_services
 from infra.topics import create_topics
 from schemas.codec import Codec, make_registry_client
-from schemas.model import InputRecord
+from schemas.model import InputRecord, SessionKind
 from schemas.redis_layout import state_key
 from schemas.settings import load_settings
 from simulator.report import (
@@ -49,8 +49,10 @@ from simulator.sources.produce import produce_race
 log = logging.getLogger("racewire.replay")
 
 
-def _wait_final(client: Any, race_id: str, records: int, proc: subprocess.Popen[bytes],
-                timeout_s: float) -> None:
+def wait_final(client: Any, race_id: str, records: int, proc: subprocess.Popen[bytes] | None,
+               timeout_s: float) -> None:
+    """Wait until the race's state in Redis is final (a session ordered by best lap: over) with
+    ``records`` input records applied, or quiet with fewer (the rest were rejected)."""
     deadline = time.monotonic() + timeout_s
     stable_since: float | None = None
     last_applied = -1
@@ -58,7 +60,8 @@ def _wait_final(client: Any, race_id: str, records: int, proc: subprocess.Popen[
         raw = client.get(state_key(race_id))
         if raw is not None:
             doc = json.loads(raw)
-            if doc.get("final"):
+            timed = SessionKind(doc.get("session_type") or "RACE").timed
+            if doc.get("final") or (timed and doc.get("finished")):
                 applied = applied_of(doc["version"])
                 if applied >= records:
                     return
@@ -69,7 +72,7 @@ def _wait_final(client: Any, race_id: str, records: int, proc: subprocess.Popen[
                     log.warning("race %s final with %d of %d records applied: some were rejected "
                                 "(see f1.deadletter)", race_id, applied, records)
                     return
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the race dataflow exited with {proc.returncode} before the race was final")
         time.sleep(0.2)
     raise TimeoutError(f"race {race_id} not final in Redis after {timeout_s:.0f} s")
@@ -115,7 +118,7 @@ def _run(source: Source, speed: float | None, workers: int, timeout_s: float,
                               on_record=counted, options=options)
         log.info("race %s: produced %s in %.1f s; waiting for the dataflow", source.race_id, counts,
                  time.monotonic() - started)
-        _wait_final(client, source.race_id, count, proc, timeout_s)
+        wait_final(client, source.race_id, count, proc, timeout_s)
         time.sleep(SETTLE_S)
         state, chart, events = read_redis(client, source.race_id)
         calls = read_strategy(client, source.race_id)

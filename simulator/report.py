@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas import redis_layout as layout
+from schemas.model import SessionKind
 
 log = logging.getLogger("racewire.replay")
 
@@ -63,12 +64,22 @@ def build_report(
         elif kind == "OVERTAKE":
             overtakes.append({"lap": e["lap"], "driver": code(e["driver_number"]),
                               "passed": code(e["other_driver_number"]), "kind": e["overtake_kind"]})
+    kind = SessionKind(state.get("session_type") or "RACE")
+    if kind.timed:  # ordered by best lap: the tower is the classification
+        part = "SQ" if kind is SessionKind.SPRINT_QUALIFYING else "Q"
+        classification = [
+            {"position": r["position"], "driver": code(r["driver_number"]), "laps": r["laps"],
+             "status": f"OUT {part}{r['knocked_out']}" if r.get("knocked_out") else "",
+             "best_lap_ms": r.get("best_lap_ms")}
+            for r in state.get("rows") or []
+        ]
     pits.sort(key=lambda p: (p["lap"], p["driver"] or ""))
     overtakes.sort(key=lambda o: o["lap"])  # the stream interleaves partitions; stable per lap
     fl = state.get("fastest_lap")
     hero = state.get("hero")
     return {
         "race_id": race_id,
+        "session_type": str(kind),
         "laps": {str(lap): [code(n) for n in order] for lap, order in sorted(lapchart.items())},
         "classification": classification,
         "fastest_lap": None if not fl else {"driver": code(fl["driver_number"]), "lap": fl["lap"],

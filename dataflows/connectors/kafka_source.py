@@ -79,8 +79,10 @@ log = logging.getLogger("racewire.flow.source")
 
 #: the longest a reader waits inside librdkafka for a record when the last read found none
 IDLE_WAIT_S = 0.02
-#: a reader that found no record for this long pauses fetching (see the module docstring)
-IDLE_AFTER_S = 5.0
+#: a reader that found no record for this long pauses fetching (see the module docstring). Longer
+#: than the quiet spells of a live session (the public feed makes no records between lap
+#: completions: 30-40 s at the front), so that a live session never pays the probe's delay
+IDLE_AFTER_S = 60.0
 #: how often a paused reader asks for the partitions' ends (the most a record after a quiet spell waits)
 PROBE_EVERY_S = 0.25
 #: how often the topic ids are checked while the flow runs (and lag reported)

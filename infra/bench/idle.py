@@ -41,8 +41,9 @@ ROLES: tuple[tuple[str, str], ...] = (
 def add_subcommands(sub: Any) -> None:
     p = sub.add_parser("idle", help="idle CPU of a whole `racewire up --no-race` (%% of one core, per process)")
     p.add_argument("--seconds", type=float, default=30.0, help="measuring window (default 30)")
-    p.add_argument("--settle", type=float, default=15.0,
-                   help="seconds to wait after everything is up (and after the race) before measuring")
+    p.add_argument("--settle", type=float, default=70.0,
+                   help="seconds to wait after everything is up (and after the race) before measuring (default "
+                        "70: the dataflow pauses fetching after 60 s without a record)")
     p.add_argument("--race-laps", type=int, default=0, help="run a race of this many laps first (default: none)")
     p.add_argument("--timeout", type=float, default=300.0, help="give up starting after this many seconds")
     p.add_argument("--json", action="store_true", help="print only the JSON result")

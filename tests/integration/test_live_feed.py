@@ -61,9 +61,9 @@ def feed_server() -> Iterator[Any]:
 
 
 def _live(port: int, record: Path, timeout: float, env: dict[str, str] | None = None, produce: bool = False,
-          race_id: str | None = None) -> str:
+          race_id: str | None = None, extra: tuple[str, ...] = ()) -> str:
     """``racewire live --until-finished`` against the server on ``port``; its output."""
-    options = ([] if produce else ["--no-produce"]) + (["--race-id", race_id] if race_id else [])
+    options = ([] if produce else ["--no-produce"]) + (["--race-id", race_id] if race_id else []) + list(extra)
     proc = _racewire("live", "--url", f"http://127.0.0.1:{port}", "--record", str(record), "--until-finished",
                      *options, env=env)
     try:

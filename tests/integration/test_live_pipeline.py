@@ -78,8 +78,11 @@ def test_a_session_followed_live_ends_as_the_capture_read_whole(
            "RACEWIRE_DATA_DIR": str(tmp_path / "data")}
     with flow_process(kafka_bootstrap, redis_url, registry_url, strategy=False) as proc:
         port = feed_server(capture, "--speed", str(SPEED), *options)
-        out = _live(port, record, timeout=200, env=env, produce=True, race_id=live_id)
-        assert f"'reconnects': {len(drops)}," in out.splitlines()[-1], out[-1500:]
+        # connected: also the report at the end, as `racewire livetiming --output-json` writes it
+        report = tmp_path / "live.json"
+        extra = () if drops else ("--output-json", str(report), "--redis-url", redis_url)
+        out = _live(port, record, timeout=200, env=env, produce=True, race_id=live_id, extra=extra)
+        assert f"'reconnects': {len(drops)}," in "\n".join(out.splitlines()[-3:]), out[-1500:]
         whole = load_capture(capture, whole_id)
         produce_race(whole, {"bootstrap.servers": kafka_bootstrap}, codec, None)
         _wait_final(client, [live_id, whole_id], proc)
@@ -88,6 +91,10 @@ def test_a_session_followed_live_ends_as_the_capture_read_whole(
     live, read_whole = _result(client, live_id, codes), _result(client, whole_id, codes)
     assert live["classification"] and len(live["laps"]) == 24
     assert live == read_whole
+    if not drops:
+        written = json.loads(report.read_text(encoding="utf-8"))
+        assert written["session_type"] == "SPRINT"
+        assert {k: written[k] for k in live} == live
 
     # the records live produced are its recording's, read back by racewire livetiming, id for id
     produced: dict[str, Any] = {}

@@ -55,8 +55,9 @@ def test_classification_fastest_lap_and_pit_stops(bahrain: dict[str, Any], share
 
 
 def test_report_shape(bahrain: dict[str, Any]) -> None:
-    assert set(bahrain) == {"race_id", "laps", "classification", "fastest_lap", "last_lap_hero",
+    assert set(bahrain) == {"race_id", "session_type", "laps", "classification", "fastest_lap", "last_lap_hero",
                             "pit_stops", "overtakes", "strategy"}
+    assert bahrain["session_type"] == "RACE"
     assert bahrain["laps"]["1"][:2] == ["LEC", "VER"]
     assert bahrain["last_lap_hero"]["lap"] == 57
     assert {o["kind"] for o in bahrain["overtakes"]} <= {"ON_TRACK", "PIT", "RETIREMENT"}

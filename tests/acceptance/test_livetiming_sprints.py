@@ -131,8 +131,9 @@ def test_austin_2025_sprint(austin: tuple[RecordedRace, dict[str, Any]], shared_
 def test_pit_stops_and_report_shape(austin: tuple[RecordedRace, dict[str, Any]],
                                     brazil: tuple[RecordedRace, dict[str, Any]]) -> None:
     _race, report = austin
-    assert set(report) == {"race_id", "laps", "classification", "fastest_lap", "last_lap_hero",
+    assert set(report) == {"race_id", "session_type", "laps", "classification", "fastest_lap", "last_lap_hero",
                            "pit_stops", "overtakes", "strategy"}
+    assert report["session_type"] == "SPRINT"
     assert len(report["strategy"]["calls_per_lap"]) == len(report["laps"]) - 1  # a call after every lap but the last
     # FastF1 shows three pit-lane exits on lap 2 (stops under the lap-1 safety car)
     assert sorted(p["driver"] for p in report["pit_stops"]) == ["COL", "HUL", "STR"]

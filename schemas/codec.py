@@ -34,6 +34,7 @@ SCHEMA_FILES: dict[str, str] = {
     "f1.timing.lap": "lap.avsc",
     "f1.telemetry.car": "telemetry.avsc",
     "f1.race.control": "control.avsc",
+    "f1.weather": "weather.avsc",
     "f1.race.leaderboard": "leaderboard.avsc",
     "f1.race.events": "event.avsc",
     "f1.driver.stints": "stint.avsc",
@@ -41,7 +42,7 @@ SCHEMA_FILES: dict[str, str] = {
     "f1.race.commentary": "commentary.avsc",
     "f1.deadletter": "deadletter.avsc",
 }
-INPUT_TOPICS = ("f1.race.session", "f1.timing.lap", "f1.telemetry.car", "f1.race.control")
+INPUT_TOPICS = ("f1.race.session", "f1.timing.lap", "f1.telemetry.car", "f1.race.control", "f1.weather")
 OUTPUT_TOPICS = tuple(t for t in SCHEMA_FILES if t not in INPUT_TOPICS)
 
 

@@ -70,6 +70,8 @@ class ControlKind(StrEnum):
     PART_END = "PART_END"
     #: the session clock: ``remaining_ms`` at ``ts_ms``, running down or stopped
     CLOCK = "CLOCK"
+    #: a team-radio clip of ``driver_number`` was published (``clip_path``)
+    TEAM_RADIO = "TEAM_RADIO"
 
 
 class SessionKind(StrEnum):
@@ -105,6 +107,12 @@ class EventType(StrEnum):
     FINISHED = "FINISHED"
     CLASSIFICATION = "CLASSIFICATION"
     PENALTY = "PENALTY"
+    #: a race-control message as sent
+    RACE_CONTROL = "RACE_CONTROL"
+    #: a team-radio clip of a car was published
+    TEAM_RADIO = "TEAM_RADIO"
+    #: (readers only) a type added after this version
+    OTHER = "OTHER"
 
 
 class OvertakeKind(StrEnum):
@@ -270,6 +278,7 @@ class Control(_Record):
     part: int | None = None
     remaining_ms: int | None = None
     clock_running: bool = False
+    clip_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -286,7 +295,30 @@ class Control(_Record):
         return cls(**data)
 
 
-InputRecord = Session | Lap | Telemetry | Control
+@dataclass(slots=True)
+class Weather(_Record):
+    """``f1.weather``: the weather at the circuit, about once a minute (key ``race_id``)."""
+
+    TOPIC: ClassVar[str] = "f1.weather"
+
+    event_id: str
+    race_id: str
+    ts_ms: int
+    air_temp_c: float | None = None
+    track_temp_c: float | None = None
+    humidity_pct: float | None = None
+    pressure_mbar: float | None = None
+    wind_speed_ms: float | None = None
+    wind_direction_deg: int | None = None
+    rainfall: bool = False
+
+    def now(self) -> WeatherNow:
+        """The measurement as the tower shows it."""
+        return WeatherNow(self.ts_ms, self.air_temp_c, self.track_temp_c, self.humidity_pct, self.pressure_mbar,
+                          self.wind_speed_ms, self.wind_direction_deg, self.rainfall)
+
+
+InputRecord = Session | Lap | Telemetry | Control | Weather
 
 
 # -------------------------------------------------------------------------- output
@@ -311,6 +343,20 @@ class Hero(_Record):
     lap_time_ms: int
     positions_gained: int
     final: bool
+
+
+@dataclass(slots=True)
+class WeatherNow(_Record):
+    """The latest weather of a session, on the tower."""
+
+    ts_ms: int
+    air_temp_c: float | None = None
+    track_temp_c: float | None = None
+    humidity_pct: float | None = None
+    pressure_mbar: float | None = None
+    wind_speed_ms: float | None = None
+    wind_direction_deg: int | None = None
+    rainfall: bool = False
 
 
 @dataclass(slots=True)
@@ -373,6 +419,7 @@ class Leaderboard(_Record):
     clock_remaining_ms: int | None = None
     clock_ts_ms: int | None = None
     clock_running: bool = False
+    weather: WeatherNow | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -394,6 +441,7 @@ class Leaderboard(_Record):
             "clock_remaining_ms": self.clock_remaining_ms,
             "clock_ts_ms": self.clock_ts_ms,
             "clock_running": self.clock_running,
+            "weather": None if self.weather is None else self.weather.to_dict(),
         }
 
     @classmethod
@@ -401,6 +449,8 @@ class Leaderboard(_Record):
         data = dict(data)
         data["track_status"] = TrackStatus(data["track_status"])
         data["session_type"] = SessionKind(data.get("session_type") or "RACE")
+        if data.get("weather") is not None:
+            data["weather"] = WeatherNow(**data["weather"])
         data["rows"] = [LeaderboardRow.from_dict(r) for r in data["rows"]]
         if data.get("fastest_lap") is not None:
             data["fastest_lap"] = FastestLap(**data["fastest_lap"])
@@ -450,6 +500,7 @@ class RaceEvent(_Record):
     provisional: bool = False
     classification: list[ClassifiedCar] | None = None
     message: str = ""
+    clip_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -552,6 +603,7 @@ INPUT_TYPES: dict[str, type[_Record]] = {
     Lap.TOPIC: Lap,
     Telemetry.TOPIC: Telemetry,
     Control.TOPIC: Control,
+    Weather.TOPIC: Weather,
 }
 OUTPUT_TYPES: dict[str, type[_Record]] = {
     Leaderboard.TOPIC: Leaderboard,

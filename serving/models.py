@@ -78,6 +78,8 @@ class LeaderboardOut(_Open):
     clock_remaining_ms: int | None = Field(None, description="session clock: time left at clock_ts_ms")
     clock_ts_ms: int | None = None
     clock_running: bool = False
+    weather: dict[str, Any] | None = Field(None, description="the latest weather: ts_ms, air_temp_c, track_temp_c, "
+                                           "humidity_pct, pressure_mbar, wind_speed_ms, wind_direction_deg, rainfall")
     positions: dict[str, list[float]] = Field(default_factory=dict, description="driver number → [x, y]")
 
 

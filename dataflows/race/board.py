@@ -139,6 +139,7 @@ def _board(state: RaceState, rows: list[LeaderboardRow], hero: Hero | None, reas
         part=part, cut=_cut(state, part),
         clock_remaining_ms=clock[0] if clock else None, clock_ts_ms=clock[1] if clock else None,
         clock_running=clock[2] if clock else False,
+        weather=None if state.weather is None else state.weather.now(),
     )
 
 

@@ -131,6 +131,14 @@ class EventLog:
     def penalty(self, event_id: str, ts_ms: int, lap: int, n: int | None, message: str) -> RaceEvent | None:
         return self.event(f"penalty:{event_id}", EventType.PENALTY, ts_ms, lap, n, message=message)
 
+    def race_control(self, event_id: str, ts_ms: int, lap: int, n: int | None, message: str) -> RaceEvent | None:
+        """A race-control message as sent (one that is no flag, penalty or verdict)."""
+        return self.event(f"rc:{event_id}", EventType.RACE_CONTROL, ts_ms, lap, n, message=message)
+
+    def team_radio(self, event_id: str, ts_ms: int, lap: int, n: int, clip_path: str | None) -> RaceEvent | None:
+        return self.event(f"radio:{event_id}", EventType.TEAM_RADIO, ts_ms, lap, n, clip_path=clip_path,
+                          message=f"Team radio: {self._code(n)}")
+
     # ------------------------------------------------------------------ settled (see settle.py)
     def fastest_lap(self, n: int, lap: int, ts_ms: int, lap_time_ms: int) -> RaceEvent | None:
         return self.event(f"fastest:{n}:{lap}", EventType.FASTEST_LAP, ts_ms, lap, n, lap_time_ms=lap_time_ms,

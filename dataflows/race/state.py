@@ -1,7 +1,8 @@
 """Race-level state (keyed ``race_id``): what the inputs say, and applying them.
 
 ``RaceState.apply(record)`` takes one input (a :class:`Session`, a :class:`Control`, a
-:class:`Telemetry` sample, or a :class:`DriverUpdate` from the per-driver step) and returns the
+:class:`Telemetry` sample, a :class:`Weather` measurement, or a :class:`DriverUpdate` from the
+per-driver step) and returns the
 race events it causes, or a :class:`Rejected`. Every event id is derived from the facts of the
 event, and every decision about laps is a function of crossing times, so the same input gives the
 same events whatever the interleaving of partitions.
@@ -35,6 +36,7 @@ from schemas.model import (
     SessionKind,
     Telemetry,
     TrackStatus,
+    Weather,
 )
 
 #: default hysteresis of the live order, metres (two cars side by side are < 5 m apart)
@@ -109,6 +111,8 @@ class RaceState:
         self.parts: dict[int, tuple[int | None, int | None]] = {}
         #: the session clock: (time left in ms, at session ms, running down), the newest by time
         self.clock: tuple[int, int, bool] | None = None
+        #: the newest weather measurement
+        self.weather: Weather | None = None
         grid = {n: i + 1 for i, n in enumerate(session.grid)}
         for d in session.drivers:
             grid.setdefault(d.number, len(grid) + 1)
@@ -195,6 +199,8 @@ class RaceState:
             return self._control(record)
         if isinstance(record, Session):
             return self._session(record)
+        if isinstance(record, Weather):
+            return self._weather(record)
         return self._rejected(f"unsupported record {type(record).__name__}", "INVALID")
 
     def _rejected(self, reason: str, error_type: str) -> Rejected:
@@ -217,6 +223,14 @@ class RaceState:
         self.session = s
         self.kind = s.session_type
         self._timing_changed = True
+        return []
+
+    def _weather(self, w: Weather) -> list[RaceEvent]:
+        self.applied += 1
+        self.ts_ms = max(self.ts_ms, w.ts_ms)
+        if self.weather is None or w.ts_ms >= self.weather.ts_ms:
+            self.weather = w
+            self._timing_changed = True
         return []
 
     def _telemetry(self, t: Telemetry) -> list[RaceEvent] | Rejected:
@@ -320,6 +334,10 @@ class RaceState:
             events.extend(self._retire(c.driver_number, c.ts_ms, c.message, c.lap))
         elif c.kind is ControlKind.PENALTY:
             events.append(log.penalty(c.event_id, c.ts_ms, c.lap or lap, c.driver_number, c.message))
+        elif c.kind is ControlKind.MESSAGE:
+            events.append(log.race_control(c.event_id, c.ts_ms, c.lap or lap, c.driver_number, c.message))
+        elif c.kind is ControlKind.TEAM_RADIO and c.driver_number is not None:
+            events.append(log.team_radio(c.event_id, c.ts_ms, c.lap or lap, c.driver_number, c.clip_path))
         elif c.kind in (ControlKind.LAP_DELETED, ControlKind.LAP_REINSTATED) and c.driver_number is not None \
                 and c.lap is not None:
             self._lap_verdict(c.driver_number, c.lap, deleted=c.kind is ControlKind.LAP_DELETED)

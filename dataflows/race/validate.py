@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from schemas.model import Control, ControlKind, Lap, Session, Telemetry
+from schemas.model import Control, ControlKind, Lap, Session, Telemetry, Weather
 
 #: a lap faster than this is not a racing lap (the fastest F1 laps are ~55 s)
 MIN_PLAUSIBLE_LAP_MS = 20_000
@@ -84,6 +84,8 @@ def _control(c: Control) -> str | None:
         return f"{c.kind} message without driver_number and lap"
     if c.kind in (ControlKind.PART_START, ControlKind.PART_END) and (c.part is None or not 1 <= c.part <= 3):
         return f"{c.kind} message without a part 1-3 (part={c.part})"
+    if c.kind is ControlKind.TEAM_RADIO and c.driver_number is None:
+        return "TEAM_RADIO message without driver_number"
     if c.kind is ControlKind.CLOCK and (c.remaining_ms is None or c.remaining_ms < 0):
         return f"CLOCK message without a time left (remaining_ms={c.remaining_ms})"
     return None
@@ -107,6 +109,20 @@ def _session(s: Session) -> str | None:
     return None
 
 
+def _weather(w: Weather) -> str | None:
+    if (why := _common(w.race_id, None)) is not None:
+        return why
+    if w.ts_ms < 0:
+        return f"negative session time {w.ts_ms} ms"
+    if w.humidity_pct is not None and not 0 <= w.humidity_pct <= 100:
+        return f"humidity {w.humidity_pct} % outside 0-100"
+    if w.wind_direction_deg is not None and not 0 <= w.wind_direction_deg <= 360:
+        return f"wind direction {w.wind_direction_deg} degrees outside 0-360"
+    if w.wind_speed_ms is not None and w.wind_speed_ms < 0:
+        return f"negative wind speed {w.wind_speed_ms} m/s"
+    return None
+
+
 _CHECKS: dict[type, Callable[[Any], str | None]] = {
-    Telemetry: _telemetry, Lap: _lap, Control: _control, Session: _session,
+    Telemetry: _telemetry, Lap: _lap, Control: _control, Session: _session, Weather: _weather,
 }

@@ -93,7 +93,7 @@
     Object.assign(state, { raceId, lastId: null, session: null, board: null, outline: null });
     state.drivers.clear(); state.rowsEl.clear(); state.prevPos.clear(); state.cars.clear(); state.history.clear();
     state.chartSel.clear(); state.chartUserSet = false; state.feedCount = 0;
-    $("#tower tbody").innerHTML = ""; $("#feed").innerHTML = ""; $("#map").innerHTML = "";
+    $("#tower tbody").innerHTML = ""; $("#feed").innerHTML = ""; $("#rc").innerHTML = ""; $("#map").innerHTML = "";
     $("#hero").hidden = true; $("#fastest").hidden = true;
     $("#strategy tbody").innerHTML = ""; $("#strategy-focus").hidden = true; $("#strategy-model").textContent = "";
     state.strategy = null; state.strategyLap = -1;
@@ -110,7 +110,8 @@
       if (s.history) loadLapHistory(raceId);  // not awaited: the stream need not wait for the chart's past laps
     } catch (e) { /* the stream still works without the session */ }
     try {
-      const ev = await getJSON(`/api/races/${encodeURIComponent(raceId)}/events?limit=60`);
+      // enough of the past for the race-control panel too (the events feed keeps its last 150)
+      const ev = await getJSON(`/api/races/${encodeURIComponent(raceId)}/events?limit=500`);
       for (const e of ev.events) addFeed(e.kind, e.data, e.id, false);
       if (ev.next) state.lastId = ev.next;
     } catch (e) { /* empty feed */ }
@@ -180,6 +181,7 @@
     flag.textContent = { GREEN: "GREEN", YELLOW: "YELLOW", SC: "SAFETY CAR", VSC: "VSC", VSC_ENDING: "VSC ENDING",
       RED: "RED FLAG", CHEQUERED: "CHEQUERED" }[flagKind] || flagKind;
     renderTower(b);
+    renderWeather(b.weather);
     $(".strategy-panel").hidden = timed(b);  // no strategy calls where nobody races for position
     renderHero(b.hero);
     renderFastest(b.fastest_lap);
@@ -261,6 +263,21 @@
     });
     while (tbody.children.length > rows.length) tbody.lastChild.remove();
     setTimeout(() => { for (const tr of tbody.children) tr.classList.remove("moved-up", "moved-down"); }, 1200);
+  }
+
+  function renderWeather(w) {
+    const box = $("#weather");
+    if (!w) { box.hidden = true; return; }
+    const num = (v, unit, digits = 1) => (v == null ? "–" : `${Number(v).toFixed(digits)}${unit}`);
+    const arrow = w.wind_direction_deg == null ? "" : ` ${["N", "NE", "E", "SE", "S", "SW", "W", "NW"][Math.round(w.wind_direction_deg / 45) % 8]}`;
+    const set = (k, text) => { box.querySelector(`[data-k="${k}"]`).textContent = text; };
+    set("air", num(w.air_temp_c, "°C"));
+    set("track", num(w.track_temp_c, "°C"));
+    set("humidity", num(w.humidity_pct, "%", 0));
+    set("wind", `${num(w.wind_speed_ms, " m/s")}${arrow}`);
+    set("rain", w.rainfall ? "RAIN" : "dry");
+    box.querySelector('[data-k="rain"]').classList.toggle("wet", !!w.rainfall);
+    box.hidden = false;
   }
 
   function renderHero(h) {
@@ -600,9 +617,12 @@
   // --------------------------------------------------------------------------------- events feed
   // short labels rather than emoji: headless and minimal systems often have no emoji font
   const ICONS = { OVERTAKE: "PASS", PIT_STOP: "PIT", FLAG: "FLAG", RETIREMENT: "OUT", FASTEST_LAP: "FL", PERSONAL_BEST: "PB",
-    LAST_LAP_HERO: "HERO", RACE_START: "GO", CHEQUERED_FLAG: "END", FINISHED: "FIN", CLASSIFICATION: "RES", PENALTY: "PEN" };
+    LAST_LAP_HERO: "HERO", RACE_START: "GO", CHEQUERED_FLAG: "END", FINISHED: "FIN", CLASSIFICATION: "RES", PENALTY: "PEN",
+    RACE_CONTROL: "RC", TEAM_RADIO: "RADIO" };
   const SHOWN = new Set(["OVERTAKE", "PIT_STOP", "FLAG", "RETIREMENT", "FASTEST_LAP", "LAST_LAP_HERO", "RACE_START",
-    "CHEQUERED_FLAG", "PENALTY", "CLASSIFICATION"]);
+    "CHEQUERED_FLAG", "PENALTY", "CLASSIFICATION", "TEAM_RADIO"]);
+  // race control's own voice, in its panel: flags, penalties, its messages, the start and the flag
+  const RACE_CONTROL = new Set(["FLAG", "PENALTY", "RACE_CONTROL", "RACE_START", "CHEQUERED_FLAG"]);
 
   function describe(e) {
     if (e.message) return e.message;
@@ -618,8 +638,12 @@
   }
 
   function addFeed(kind, data, id, live) {
+    if (kind === "event" && RACE_CONTROL.has(data.type)) addLine($("#rc"), kind, data, id, live);
     if (kind === "event" && !SHOWN.has(data.type)) return;
-    const feed = $("#feed");
+    addLine($("#feed"), kind, data, id, live);
+  }
+
+  function addLine(feed, kind, data, id, live) {
     const li = el("li", kind === "event" ? data.type : kind);
     li.dataset.id = id || "";
     const text = kind === "commentary" ? data.text : kind === "gap" ? data.message : describe(data);
@@ -628,7 +652,7 @@
     if (kind === "commentary") li.classList.add("commentary");
     feed.prepend(li);
     while (feed.children.length > 150) feed.lastChild.remove();
-    state.feedCount++;
+    if (feed.id === "feed") state.feedCount++;
     if (!live) li.style.animation = "none";
   }
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from schemas.model import Control, ControlKind, InputRecord, Lap, Session, Telemetry
+from schemas.model import Control, ControlKind, InputRecord, Lap, Session, Telemetry, Weather
 
 
 class Source(Protocol):
@@ -39,7 +39,7 @@ class Source(Protocol):
 
 def record_ts(record: InputRecord) -> int:
     """Event time of a record: its session time (ms); the session record sits at 0."""
-    if isinstance(record, Telemetry | Control):
+    if isinstance(record, Telemetry | Control | Weather):
         return record.ts_ms
     if isinstance(record, Lap):
         return record.crossing_ms
@@ -53,17 +53,18 @@ def codes_of(session: Session) -> dict[int, str]:
 
 @dataclass(slots=True)
 class RecordedRace:
-    """A race whose records are all known: its session, laps and race-control records.
+    """A race whose records are all known: its session, laps, race-control records and weather.
 
-    :meth:`records` yields them in session-time order; at the same instant race control comes
-    before the laps, except a retirement or the chequered flag, which follow the laps of that
-    instant.
+    :meth:`records` yields them in session-time order; at the same instant race control and the
+    weather come before the laps, except a retirement or the chequered flag, which follow the laps
+    of that instant.
     """
 
     race_id: str
     session: Session
     laps: list[Lap]
     controls: list[Control]
+    weather: list[Weather] = field(default_factory=list)
 
     def records(self) -> Iterator[InputRecord]:
         yield self.session
@@ -71,6 +72,7 @@ class RecordedRace:
         for c in self.controls:
             rank = 2 if c.kind in (ControlKind.CHEQUERED_FLAG, ControlKind.RETIREMENT) else 0
             timed.append((c.ts_ms, rank, c))
+        timed.extend((w.ts_ms, 0, w) for w in self.weather)
         timed.extend((lap.crossing_ms, 1, lap) for lap in self.laps)
         timed.sort(key=lambda t: (t[0], t[1]))
         for _ts, _rank, record in timed:

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from schemas.model import Control, ControlKind, InputRecord, Lap, Session
+from schemas.model import Control, ControlKind, InputRecord, Lap, Session, Weather
 from simulator.sources.base import RecordedRace, chequered, retirement
 from simulator.sources.livetiming import (
     LAP_TIME_WAIT_MS,
@@ -60,6 +60,7 @@ class IncrementalConverter:
         self.race_id = race_id
         self.session_sent = False
         self.controls_sent = 0
+        self.weather_sent = 0
         self.laps_sent: dict[int, int] = {}  # car → laps sent
         self.crossings_sent: dict[int, list[Lap]] = {}  # car → the laps sent (the rules need them)
         self.next_pending = 0  # index into conv.laps of the first lap not yet sent or dropped
@@ -127,6 +128,9 @@ class IncrementalConverter:
             out.append(conv.session(total, set(conv.cars)))
             self.session_sent = True
             scheduled = total
+        while self.weather_sent < len(conv.weather):
+            out.append(conv.weather[self.weather_sent])
+            self.weather_sent += 1
         while self.controls_sent < len(conv.controls):
             control = conv.controls[self.controls_sent]
             self.controls_sent += 1
@@ -262,7 +266,7 @@ def recorded_race(messages: Iterable[FeedMessage], race_id: str) -> RecordedRace
     laps.sort(key=lambda lap: (lap.crossing_ms, lap.driver_number))
     controls = [r for r in records if isinstance(r, Control) and r.kind not in VERDICTS]
     session = next(r for r in records if isinstance(r, Session))
-    return RecordedRace(race_id, session, laps, controls)
+    return RecordedRace(race_id, session, laps, controls, [r for r in records if isinstance(r, Weather)])
 
 
 

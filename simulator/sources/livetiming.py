@@ -53,13 +53,13 @@ import logging
 import re
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from dataflows.race.qualifying import Phase, QualiLap
-from schemas.model import Control, ControlKind, Driver, Lap, Session, SessionKind, TrackStatus
+from schemas.model import Control, ControlKind, Driver, Lap, Session, SessionKind, TrackStatus, Weather
 from simulator.sources.base import (
     default_race_id,
     lap_event_id,
@@ -349,6 +349,7 @@ class FeedConverter:
         self.track_code = "1"
         self.lap_crossings: dict[int, int] = {}  # lap → latest crossing (keeps arrival order)
         self.rcm_seen: set[str] = set()
+        self.radio_seen: set[str] = set()  # team-radio clip paths
         self.deleted: set[tuple[int, int, int | None]] = set()  # car, lap, time
         self.chequered_rcm_ms: int | None = None
         self.estimated_laps = 0
@@ -357,6 +358,7 @@ class FeedConverter:
         self.following = False
         self.parts: list[Phase] = []  # qualifying parts seen so far
         self.clock_sent: tuple[int, bool] | None = None  # the last CLOCK control: (remaining, running)
+        self.weather: list[Weather] = []  # every measurement since the start
 
     # -------------------------------------------------------------- feeding
     def feed_all(self, messages: Iterable[FeedMessage]) -> None:
@@ -392,6 +394,7 @@ class FeedConverter:
             if car.laps:
                 self._catch_up(car, ts)
         self._clock(ts)
+        self._weather(ts)
 
     def _on_SessionStatus(self, m: FeedMessage) -> None:
         status = str(self.state.get("SessionStatus", {}).get("Status", ""))
@@ -414,6 +417,33 @@ class FeedConverter:
         what = "starts" if kind is ControlKind.PART_START else "ends"
         self.controls.append(Control(f"{self.race_id}:part:{part}:{kind.lower()}", self.race_id, t, kind,
                                      f"{prefix}{part} {what}", part=part))
+
+    def _on_WeatherData(self, m: FeedMessage) -> None:
+        if self.t0 is not None:
+            self._weather(m.ts_ms)
+
+    def _weather(self, ts: int) -> None:
+        """The weather as it stands (``WeatherData``: strings of numbers; ``Rainfall`` "0"/"1")."""
+        doc = self.state.get("WeatherData")
+        if not isinstance(doc, dict):
+            return
+
+        def number(key: str) -> float | None:
+            try:
+                return float(doc[key])
+            except (KeyError, TypeError, ValueError):
+                return None
+
+        direction = number("WindDirection")
+        t = self._session_ms(ts)
+        w = Weather(f"{self.race_id}:weather:{t}", self.race_id, t, number("AirTemp"), number("TrackTemp"),
+                    number("Humidity"), number("Pressure"), number("WindSpeed"),
+                    None if direction is None else round(direction) % 360,
+                    str(doc.get("Rainfall")).lower() in ("1", "true"))
+        last = self.weather[-1] if self.weather else None
+        if last is not None and (last.ts_ms == t or replace(last, event_id=w.event_id, ts_ms=t) == w):
+            return  # the same instant, or nothing changed (a snapshot taken again after a reconnection)
+        self.weather.append(w)
 
     def _on_ExtrapolatedClock(self, m: FeedMessage) -> None:
         if self.t0 is not None:
@@ -503,6 +533,28 @@ class FeedConverter:
             if self.t0 is None or (m.full and not self.following):
                 continue  # before the start: not part of the race
             self._race_control(index, msg, self._session_ms(m.ts_ms))
+
+    def _on_TeamRadio(self, m: FeedMessage) -> None:
+        """Each clip once: who, and when (the capture's ``Utc`` when it agrees with the arrival clock)."""
+        for _i, clip in _items(self.state.get("TeamRadio", {}).get("Captures")):
+            path = clip.get("Path") if isinstance(clip, dict) else None
+            number = _int(clip.get("RacingNumber")) if isinstance(clip, dict) else None
+            if not path or number is None or path in self.radio_seen:
+                continue
+            self.radio_seen.add(str(path))
+            if self.t0 is None or (m.full and not self.following) or number not in self.cars:
+                continue  # before the start, or from before a late join
+            at = m.ts_ms
+            try:
+                utc = int(datetime.fromisoformat(str(clip.get("Utc")).replace("Z", "+00:00")).timestamp() * 1000)
+                if 0 <= m.ts_ms - utc < 600_000:
+                    at = utc
+            except ValueError:
+                pass
+            t = self._session_ms(at)
+            self.controls.append(Control(f"{self.race_id}:radio:{path}", self.race_id, t, ControlKind.TEAM_RADIO,
+                                         f"Team radio: {self.code(number)}", driver_number=number,
+                                         lap=self.cars[number].laps + 1, clip_path=str(path)))
 
     def _race_control(self, index: str, msg: dict[str, Any], t: int) -> None:
         text = str(msg.get("Message", ""))

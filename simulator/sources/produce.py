@@ -3,9 +3,9 @@
 Every source goes out this way (the synthetic race, a lap table, a live-timing capture).
 
 Each record goes to its topic (``Session`` → ``f1.race.session``, ``Lap`` → ``f1.timing.lap``,
-``Telemetry`` → ``f1.telemetry.car``, ``Control`` → ``f1.race.control``), keyed by ``race_id``
-(session, control) or ``race_id:driver_number`` (lap, telemetry), so that one car's records stay
-in order on one partition.
+``Telemetry`` → ``f1.telemetry.car``, ``Control`` → ``f1.race.control``, ``Weather`` →
+``f1.weather``), keyed by ``race_id`` (session, control, weather) or ``race_id:driver_number``
+(lap, telemetry), so that one car's records stay in order on one partition.
 
 ``speed=None`` produces as fast as the broker takes it; ``speed=k`` paces by session time, so
 that a record at session time ``ts`` leaves ``ts / k`` after the start (``k=1`` is real time).
@@ -31,7 +31,7 @@ from typing import Any
 
 from dataflows.connectors.producer import ProducerOptions, ResilientProducer
 from schemas.codec import Codec
-from schemas.model import Control, InputRecord, Lap, Session, Telemetry
+from schemas.model import Control, InputRecord, Lap, Session, Telemetry, Weather
 from simulator.sources.base import Source, record_ts
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,11 @@ _TELEMETRY_FIELDS = tuple(Telemetry.__slots__)
 _telemetry_values = attrgetter(*_TELEMETRY_FIELDS)
 
 
-_RANK: dict[type, int] = {Session: 0, Control: 1, Lap: 2, Telemetry: 3}
+_RANK: dict[type, int] = {Session: 0, Control: 1, Weather: 1, Lap: 2, Telemetry: 3}
 
 
 def record_key(record: InputRecord) -> bytes:
-    """Kafka key: ``race_id`` (session, control) or ``race_id:driver_number`` (lap, telemetry)."""
+    """Kafka key: ``race_id`` (session, control, weather) or ``race_id:driver_number`` (lap, telemetry)."""
     if isinstance(record, Telemetry | Lap):
         return f"{record.race_id}:{record.driver_number}".encode()
     return record.race_id.encode()
@@ -150,7 +150,7 @@ def _produce(
     producer = ResilientProducer({**THROUGHPUT_CONFIG, **paced, **producer_config}, options, name=name)
     counts: Counter[str] = Counter()
     topics = {
-        cls: topics_prefix + cls.TOPIC for cls in (Session, Lap, Telemetry, Control)
+        cls: topics_prefix + cls.TOPIC for cls in (Session, Lap, Telemetry, Control, Weather)
     }
     produce = producer.produce
     try:

@@ -304,3 +304,61 @@ def test_a_qualifying_session_in_the_browser(browser: Any, redis_url: str, redis
         redis_client.hdel(RACES_KEY, race_id)
         writer.close()
     assert not errors, errors
+
+
+def test_a_real_race_with_its_weather_race_control_and_team_radio(browser: Any, redis_url: str,
+                                                                  redis_client: redis.Redis, shared_data: Path,
+                                                                  unique_race_id: str) -> None:
+    """The 2024 São Paulo sprint capture through the dataflow's logic, opened at the end: the
+    weather strip shows the session's last measurement, the race-control panel race control's
+    messages (flags, its own messages, the flag), the events feed the team-radio clips."""
+    from simulator.sources.incremental import convert_incrementally
+    from simulator.sources.livetiming import parse_recording
+
+    race_id = unique_race_id
+    path = shared_data / "livetiming" / "recordings" / "2024_brazil_sprint.txt"
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    records = convert_incrementally(parse_recording(lines), race_id)
+    session = next(r for r in records if isinstance(r, Session))
+    outputs = session_outputs(race_id, records)
+    final = [o.item.board for o in outputs if isinstance(o.item, BoardUpdate)][-1]
+    assert final.weather is not None
+    messages = [o.item.message for o in outputs if isinstance(o.item, RaceEvent) and o.item.type == "RACE_CONTROL"]
+    writer = RedisWriter(redis_url)
+    app = create_app(Settings(redis_url=redis_url), ServingOptions(rate_limit_per_s=0))  # type: ignore[call-arg]
+    errors: list[str] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        with serve_in_thread(app) as url:
+            write_session(writer, session)
+            writer.write([o.item for o in outputs])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(f"{url}/?race={race_id}")
+            page.wait_for_selector("#tower tbody tr:nth-child(20)", timeout=10_000)
+            page.wait_for_selector("#weather:not([hidden])", timeout=10_000)
+            page.wait_for_selector("#rc li.RACE_CONTROL", timeout=10_000)
+            shown = page.evaluate("""() => ({
+                weather: Object.fromEntries([...document.querySelectorAll('#weather dd')].map(
+                    d => [d.dataset.k, d.textContent])),
+                rc: [...document.querySelectorAll('#rc li')].map(
+                    li => [li.className, li.querySelector('.text').textContent]),
+                radio: document.querySelectorAll('#feed li.TEAM_RADIO').length,
+                flag: document.querySelector('#flag').textContent,
+            })""")
+            page.screenshot(path=str(ARTIFACTS / "race-weather-race-control.png"), full_page=True)
+            w = final.weather
+            assert shown["weather"]["air"] == f"{w.air_temp_c:.1f}°C"
+            assert shown["weather"]["track"] == f"{w.track_temp_c:.1f}°C"
+            assert shown["weather"]["rain"] == ("RAIN" if w.rainfall else "dry")
+            rc_texts = [text for kind, text in shown["rc"] if kind == "RACE_CONTROL"]
+            assert set(rc_texts) <= set(messages) and "DRS ENABLED" in rc_texts
+            kinds = {kind for kind, _text in shown["rc"]}
+            assert {"FLAG", "CHEQUERED_FLAG", "RACE_START"} <= kinds
+            assert shown["radio"] > 0 and shown["flag"] == "CHEQUERED"
+            page.close()
+    finally:
+        redis_client.hdel(RACES_KEY, race_id)
+        writer.close()
+    assert not errors, errors

@@ -44,10 +44,13 @@ from schemas.model import (
     RaceEvent,
     Recommendation,
     Session,
+    SessionKind,
     Stint,
     Telemetry,
     TrackPoint,
     TrackStatus,
+    Weather,
+    WeatherNow,
 )
 
 START = datetime(2024, 3, 2, 15, 0, tzinfo=UTC)
@@ -155,6 +158,13 @@ SAMPLES: dict[str, list[Any]] = {
         Control("ctl-1", "r1", 5_000, ControlKind.TRACK_STATUS, "SAFETY CAR DEPLOYED", TrackStatus.SC, None, 14),
         Control("ctl-2", "r1", 6_000, ControlKind.RETIREMENT, "CAR 1 RETIRED", None, 1, 15),
         Control("ctl-3", "r1", 0, ControlKind.RACE_START),
+        Control("ctl-4", "r1", 60_000, ControlKind.PART_END, "Q1 ends", part=1),
+        Control("ctl-5", "r1", 61_000, ControlKind.CLOCK, "Clock 17:59 running", remaining_ms=1_079_000,
+                clock_running=True),
+    ],
+    "f1.weather": [
+        Weather("w-1", "r1", 60_000, 27.9, 45.2, 50.0, 928.4, 2.4, 23, False),
+        Weather("w-2", "r1", 120_000, rainfall=True),
     ],
     "f1.race.leaderboard": [
         Leaderboard(
@@ -172,6 +182,10 @@ SAMPLES: dict[str, list[Any]] = {
             reason="telemetry",
         ),
         Leaderboard("r1", 1, 0, 0, 57, TrackStatus.RED, False, False, rows=[]),
+        Leaderboard("q1", 7, 1_500_000, 9, 9, TrackStatus.GREEN, False, False, rows=[],
+                    session_type=SessionKind.QUALIFYING, part=2, cut=10, clock_remaining_ms=600_000,
+                    clock_ts_ms=1_400_000, clock_running=True,
+                    weather=WeatherNow(1_440_000, 27.9, 45.2, 50.0, 928.4, 2.4, 23, False)),
     ],
     "f1.race.events": [
         RaceEvent(

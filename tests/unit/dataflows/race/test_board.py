@@ -12,7 +12,7 @@ import pytest
 from dataflows.race.board import leaderboard
 from dataflows.race.driver import DriverUpdate
 from dataflows.race.validate import validate
-from schemas.model import Control, ControlKind, Lap, SessionKind
+from schemas.model import Control, ControlKind, Lap, SessionKind, Weather
 from tests.support.race_builder import Race
 
 
@@ -116,3 +116,19 @@ def test_part_and_clock_controls_are_validated() -> None:
     assert validate(Control("e", "r", 0, ControlKind.CLOCK, "")) is not None
     assert validate(Control("e", "r", 0, ControlKind.CLOCK, "", remaining_ms=-1)) is not None
     assert validate(Control("e", "r", 0, ControlKind.CLOCK, "", remaining_ms=60_000)) is None
+
+
+def test_the_tower_carries_the_newest_weather_and_race_control_speaks_in_events() -> None:
+    race = Race(cars=2, laps=3)
+    race.feed(Weather("r:weather:60000", "r", 60_000, 27.9, 45.2, 50.0, 928.4, 2.4, 23, False))
+    race.feed(Weather("r:weather:0", "r", 0, 26.0))  # an older measurement read later: kept out
+    weather = leaderboard(race.state).weather
+    assert weather is not None and (weather.ts_ms, weather.track_temp_c, weather.rainfall) == (60_000, 45.2, False)
+    race.feed(Control("r:rcm:3", "r", 70_000, ControlKind.MESSAGE, "DRS ENABLED"))
+    race.feed(Control("r:radio:x", "r", 71_000, ControlKind.TEAM_RADIO, "", driver_number=2,
+                      clip_path="TeamRadio/B.mp3"))
+    race.feed(Control("r:rcm:3", "r", 70_000, ControlKind.MESSAGE, "DRS ENABLED"))  # read twice: one event
+    rc, radio = race.events("RACE_CONTROL"), race.events("TEAM_RADIO")
+    assert [(e.message, e.ts_ms) for e in rc] == [("DRS ENABLED", 70_000)]
+    assert [(e.driver_number, e.code, e.clip_path, e.message) for e in radio] == [
+        (2, "BBB", "TeamRadio/B.mp3", "Team radio: BBB")]

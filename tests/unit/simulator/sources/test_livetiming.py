@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from schemas.model import Control, ControlKind, Lap, Session, TrackStatus
+from schemas.model import Control, ControlKind, Lap, Session, SessionKind, TrackStatus, Weather
 from simulator.report import build_report
 from simulator.sources.incremental import convert, load_capture
 from simulator.sources.livetiming import (
@@ -271,3 +271,38 @@ def test_a_snapshot_after_a_reconnection_gives_back_the_laps_and_messages_of_the
     kinds = [c.kind for c in gap.controls]
     assert kinds.count(ControlKind.PENALTY) == 1
     assert {c.event_id for c in gap.controls} == {c.event_id for c in whole.controls}
+
+
+def test_weather_team_radio_clock_and_session_kind() -> None:
+    """WeatherData (numbers as strings) → a Weather record at the start and at each change, none
+    for a repeated measurement; TeamRadio → one TEAM_RADIO control per clip, at its Utc; the
+    clock → CLOCK controls; the session's kind from SessionInfo."""
+    init = json.loads(json.dumps(INIT))
+    init["WeatherData"] = {"AirTemp": "27.9", "Humidity": "50.0", "Pressure": "928.4", "Rainfall": "0",
+                           "TrackTemp": "45.2", "WindDirection": "359.6", "WindSpeed": "2.4"}
+    init["ExtrapolatedClock"] = {"Utc": "2023-11-13T17:00:00Z", "Remaining": "00:30:00", "Extrapolating": False}
+    start_utc = "2023-11-14T22:13:20"  # T0 in UTC
+    lines = [feed_line(-60_000, "init", init), *race_lines()[1:]]
+    lines[2:2] = [
+        feed_line(1_000, "ExtrapolatedClock", {"Utc": f"{start_utc}.500Z", "Remaining": "00:29:59",
+                                               "Extrapolating": True}),
+        feed_line(30_000, "WeatherData", {"AirTemp": "27.9", "Humidity": "50.0", "Pressure": "928.4",
+                                          "Rainfall": "0", "TrackTemp": "45.2", "WindDirection": "359.6",
+                                          "WindSpeed": "2.4"}),  # the same: nothing new
+        feed_line(60_000, "WeatherData", {"TrackTemp": "44.0", "Rainfall": "1"}),
+        feed_line(65_000, "TeamRadio", {"Captures": [{"Utc": "2023-11-14T22:14:18.000Z", "RacingNumber": "1",
+                                                      "Path": "TeamRadio/AAA_1.mp3"}]}),
+        feed_line(66_000, "TeamRadio", {"Captures": {"0": {"Utc": "2023-11-14T22:14:18.000Z", "RacingNumber": "1",
+                                                           "Path": "TeamRadio/AAA_1.mp3"}}}),  # the same clip
+    ]
+    records = _convert(lines)
+    weather = [r for r in records if isinstance(r, Weather)]
+    assert [(w.ts_ms, w.track_temp_c, w.rainfall) for w in weather] == [(0, 45.2, False), (60_000, 44.0, True)]
+    assert weather[0].air_temp_c == 27.9 and weather[0].humidity_pct == 50.0 and weather[0].wind_direction_deg == 0
+    controls = [r for r in records if isinstance(r, Control)]
+    radio = [(c.ts_ms, c.driver_number, c.clip_path) for c in controls if c.kind is ControlKind.TEAM_RADIO]
+    assert radio == [(58_000, 1, "TeamRadio/AAA_1.mp3")]
+    clock = [(c.ts_ms, c.remaining_ms, c.clock_running) for c in controls if c.kind is ControlKind.CLOCK]
+    assert clock == [(0, 1_800_000, False), (500, 1_799_000, True)]
+    session = next(r for r in records if isinstance(r, Session))
+    assert session.session_type is SessionKind.SPRINT

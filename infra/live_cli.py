@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.sources.base import default_race_id
-from simulator.sources.options import add_kafka_arguments, kafka_target
+from simulator.sources.options import add_kafka_arguments, embedded, kafka_target
 
 log = logging.getLogger("racewire.live")
 
@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     redis_url = args.redis_url or settings.redis_url
+    if not redis_url and embedded("127.0.0.1", settings.redis_port):  # racewire up --no-race's
+        redis_url = f"redis://127.0.0.1:{settings.redis_port}/0"
     if args.output_json is not None and (args.no_produce or not redis_url):
         print("racewire live: --output-json needs the records produced (no --no-produce) and the dataflow's "
               "Redis (--redis-url or RACEWIRE_REDIS_URL)", file=sys.stderr)

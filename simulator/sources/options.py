@@ -6,6 +6,7 @@ cheap."""
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from typing import Any
 
@@ -30,24 +31,30 @@ def parse_speed(text: str) -> float | None:
 
 def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
     """``--bootstrap``, ``--registry-url`` and ``--topics-prefix``."""
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default RACEWIRE_KAFKA_BOOTSTRAP)")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default RACEWIRE_KAFKA_BOOTSTRAP, else "
+                                            "racewire up's embedded broker when it runs here)")
     parser.add_argument(
-        "--registry-url", help="schema registry URL (default RACEWIRE_SCHEMA_REGISTRY_URL)"
+        "--registry-url", help="schema registry URL (default RACEWIRE_SCHEMA_REGISTRY_URL, else racewire up's "
+                               "embedded registry when it runs here)"
     )
     parser.add_argument("--topics-prefix", default="", help="prefix for every topic name")
 
 
 def kafka_target(args: argparse.Namespace, command: str) -> tuple[str, str, Any] | None:
-    """Bootstrap, registry and the settings: the flags, else the settings; ``None`` (said on
-    stderr) if unset."""
+    """Bootstrap, registry and the settings: the flags, else the settings, else the embedded
+    services ``racewire up --no-race`` runs on this machine (when their ports answer); ``None``
+    (said on stderr) if none."""
     from schemas.settings import load_settings
 
     settings = load_settings()
-    bootstrap = args.bootstrap or settings.kafka_bootstrap
+    bootstrap = args.bootstrap or settings.kafka_bootstrap or embedded("127.0.0.1", settings.kafka_port)
     registry_url = args.registry_url or settings.schema_registry_url
+    if not registry_url and embedded("127.0.0.1", settings.registry_port):
+        registry_url = f"http://127.0.0.1:{settings.registry_port}"
     missing = []
     if not bootstrap:
-        missing.append("Kafka broker: pass --bootstrap HOST:PORT or set RACEWIRE_KAFKA_BOOTSTRAP")
+        missing.append("Kafka broker: pass --bootstrap HOST:PORT or set RACEWIRE_KAFKA_BOOTSTRAP "
+                       f"(or run `racewire up --no-race`: its broker on port {settings.kafka_port})")
     if not registry_url:
         missing.append(
             "schema registry: pass --registry-url URL (http://... or mock://...) "
@@ -58,3 +65,12 @@ def kafka_target(args: argparse.Namespace, command: str) -> tuple[str, str, Any]
     if bootstrap and registry_url:
         return bootstrap, registry_url, settings
     return None
+
+
+def embedded(host: str, port: int) -> str | None:
+    """``host:port`` when something listens there (an embedded service of ``racewire up``), else None."""
+    try:
+        with socket.create_connection((host, port), timeout=0.3):
+            return f"{host}:{port}"
+    except OSError:
+        return None

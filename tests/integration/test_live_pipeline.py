@@ -3,7 +3,9 @@
 them to the real (embedded) broker, the race dataflow runs on them into Redis; the same capture
 read by ``racewire livetiming``'s conversion goes through the same flow under another race id.
 Final classification, fastest lap and lap chart must be the same; the records ``live`` produced
-must be those of its own recording read back, id for id; with the connection dropped twice.
+must be those of its own recording read back, id for id; with the connection dropped twice. The
+server withholds car data and positions from a client without a token, as the public service
+does, and ``live`` presents none.
 
 The recording has no ``LapCount`` (the service sends it from the start of a session): it is put
 in the first snapshot, so that records go while the session runs rather than at its end."""
@@ -74,8 +76,10 @@ def test_a_session_followed_live_ends_as_the_capture_read_whole(
     codec.register_all()
     client = redis.Redis.from_url(redis_url)
     options = [a for s in drops for a in ("--drop-at", str(s))]
+    # the public feed: car data and positions only for a token, and this client presents none
+    options += ["--withhold-z", "--token", "a-subscriber's-jwt"]
     env = {"RACEWIRE_KAFKA_BOOTSTRAP": kafka_bootstrap, "RACEWIRE_SCHEMA_REGISTRY_URL": registry_url,
-           "RACEWIRE_DATA_DIR": str(tmp_path / "data")}
+           "RACEWIRE_DATA_DIR": str(tmp_path / "data"), "RACEWIRE_F1TV_TOKEN": ""}
     with flow_process(kafka_bootstrap, redis_url, registry_url, strategy=False) as proc:
         port = feed_server(capture, "--speed", str(SPEED), *options)
         # connected: also the report at the end, as `racewire livetiming --output-json` writes it

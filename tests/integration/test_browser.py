@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,43 @@ def test_swagger_ui_runs_under_its_content_security_policy(browser: Any, redis_u
     assert not messages, messages
 
 
+@contextmanager
+def _opened(browser: Any, redis_url: str, redis_client: redis.Redis, session: Session,
+            items: list[Any]) -> Iterator[tuple[Any, RedisWriter]]:
+    """The page of ``session``'s race, served from Redis holding ``items`` (the dataflow's Redis
+    outputs), once its tower has 20 rows; no page error or console error allowed."""
+    race_id = session.race_id
+    writer = RedisWriter(redis_url)
+    app = create_app(Settings(redis_url=redis_url), ServingOptions(rate_limit_per_s=0))  # type: ignore[call-arg]
+    errors: list[str] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        with serve_in_thread(app) as url:
+            write_session(writer, session)
+            writer.write(items)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(f"{url}/?race={race_id}")
+            page.wait_for_selector("#tower tbody tr:nth-child(20)", timeout=10_000)
+            yield page, writer
+            page.close()
+    finally:
+        redis_client.hdel(RACES_KEY, race_id)
+        writer.close()
+    assert not errors, errors
+
+
+def _capture_outputs(shared_data: Path, name: str, race_id: str) -> tuple[Session, list[Any]]:
+    """A recording converted as a live run would, through the dataflow's logic: its session and outputs."""
+    from simulator.sources.incremental import convert_incrementally
+    from simulator.sources.livetiming import parse_recording
+
+    path = shared_data / "livetiming" / "recordings" / f"{name}.txt"
+    records = convert_incrementally(parse_recording(path.read_text(encoding="utf-8-sig").splitlines()), race_id)
+    return next(r for r in records if isinstance(r, Session)), session_outputs(race_id, records)
+
+
 def _qualifying_page(page: Any) -> dict[str, Any]:
     return page.evaluate("""() => {
       const shown = (sel) => document.querySelector(sel).hidden ? null : document.querySelector(sel).textContent;
@@ -247,14 +285,7 @@ def test_a_qualifying_session_in_the_browser(browser: Any, redis_url: str, redis
     """The 2025 Dutch qualifying capture through the dataflow's logic, shown in Q2 and at its end:
     the part and the clock (running down in Q2), the knock-out zone below the cut, the cars
     knocked out in Q1 below with "OUT Q1", and the final order with Q1's and Q2's knock-outs."""
-    from simulator.sources.incremental import convert_incrementally
-    from simulator.sources.livetiming import parse_recording
-
-    race_id = unique_race_id
-    path = shared_data / "livetiming" / "recordings" / "2025_dutch_qualifying.txt"
-    records = convert_incrementally(parse_recording(path.read_text(encoding="utf-8-sig").splitlines()), race_id)
-    session = next(r for r in records if isinstance(r, Session))
-    outputs = session_outputs(race_id, records)
+    session, outputs = _capture_outputs(shared_data, "2025_dutch_qualifying", unique_race_id)
     boards = [o for o in outputs if isinstance(o.item, BoardUpdate)]
     # ten minutes into Q2
     mid = next(i for i, o in enumerate(outputs) if isinstance(o.item, BoardUpdate) and o.item.board.part == 2
@@ -262,48 +293,31 @@ def test_a_qualifying_session_in_the_browser(browser: Any, redis_url: str, redis
                and o.item.board.ts_ms - o.item.board.clock_ts_ms > 600_000)
     at_mid = outputs[mid].item.board
     final = boards[-1].item.board
-    writer = RedisWriter(redis_url)
-    app = create_app(Settings(redis_url=redis_url), ServingOptions(rate_limit_per_s=0))  # type: ignore[call-arg]
-    errors: list[str] = []
-    ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        with serve_in_thread(app) as url:
-            write_session(writer, session)
-            writer.write([o.item for o in outputs[: mid + 1]])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.goto(f"{url}/?race={race_id}")
-            page.wait_for_selector("#tower tbody tr:nth-child(20)", timeout=10_000)
-            page.wait_for_function("!document.querySelector('#clock').hidden", timeout=10_000)
-            first = _qualifying_page(page)
-            page.wait_for_timeout(1500)
-            q2 = _qualifying_page(page)
-            page.screenshot(path=str(ARTIFACTS / "qualifying-q2.png"), full_page=True)
-            assert q2["kind"] == "QUALIFYING" and q2["part"] == "Q2"
-            assert q2["order"] == [r.code for r in at_mid.rows]
-            assert q2["out"] == [None] * 15 + ["OUT Q1"] * 5
-            assert q2["cut"] == [10] and q2["zone"] == list(range(11, 16))
-            assert not q2["clockStopped"] and first["clock"] != q2["clock"], (first["clock"], q2["clock"])
+    with _opened(browser, redis_url, redis_client, session, [o.item for o in outputs[: mid + 1]]) as (page, writer):
+        page.wait_for_selector("#clock:not([hidden])", timeout=10_000)
+        first = _qualifying_page(page)
+        page.wait_for_timeout(1500)
+        q2 = _qualifying_page(page)
+        page.screenshot(path=str(ARTIFACTS / "qualifying-q2.png"), full_page=True)
+        assert q2["kind"] == "QUALIFYING" and q2["part"] == "Q2"
+        assert q2["order"] == [r.code for r in at_mid.rows]
+        assert q2["out"] == [None] * 15 + ["OUT Q1"] * 5
+        assert q2["cut"] == [10] and q2["zone"] == list(range(11, 16))
+        assert not q2["clockStopped"] and first["clock"] != q2["clock"], (first["clock"], q2["clock"])
 
-            writer.write([o.item for o in outputs[mid + 1:]])
-            # (polled from here: the page's Content Security Policy forbids wait_for_function's eval)
-            deadline = time.monotonic() + 10
+        writer.write([o.item for o in outputs[mid + 1:]])
+        # (polled from here: the page's Content Security Policy forbids wait_for_function's eval)
+        deadline = time.monotonic() + 10
+        end = _qualifying_page(page)
+        while (end["part"], end["order"][:1], end["clockStopped"]) != ("Q3", [final.rows[0].code], True) \
+                and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
             end = _qualifying_page(page)
-            while (end["part"], end["order"][:1], end["clockStopped"]) != ("Q3", [final.rows[0].code], True) \
-                    and time.monotonic() < deadline:
-                page.wait_for_timeout(100)
-                end = _qualifying_page(page)
-            page.screenshot(path=str(ARTIFACTS / "qualifying-final.png"), full_page=True)
-            assert end["order"] == [r.code for r in final.rows]
-            assert end["out"] == [None] * 10 + ["OUT Q2"] * 5 + ["OUT Q1"] * 5
-            assert end["zone"] == [] and end["cut"] == [] and end["clock"] == "0:00"
-            assert page.locator('.strategy-panel').is_hidden()
-            page.close()
-    finally:
-        redis_client.hdel(RACES_KEY, race_id)
-        writer.close()
-    assert not errors, errors
+        page.screenshot(path=str(ARTIFACTS / "qualifying-final.png"), full_page=True)
+        assert end["order"] == [r.code for r in final.rows]
+        assert end["out"] == [None] * 10 + ["OUT Q2"] * 5 + ["OUT Q1"] * 5
+        assert end["zone"] == [] and end["cut"] == [] and end["clock"] == "0:00"
+        assert page.locator('.strategy-panel').is_hidden()
 
 
 def test_a_real_race_with_its_weather_race_control_and_team_radio(browser: Any, redis_url: str,
@@ -311,54 +325,29 @@ def test_a_real_race_with_its_weather_race_control_and_team_radio(browser: Any, 
                                                                   unique_race_id: str) -> None:
     """The 2024 São Paulo sprint capture through the dataflow's logic, opened at the end: the
     weather strip shows the session's last measurement, the race-control panel race control's
-    messages (flags, its own messages, the flag), the events feed the team-radio clips."""
-    from simulator.sources.incremental import convert_incrementally
-    from simulator.sources.livetiming import parse_recording
-
-    race_id = unique_race_id
-    path = shared_data / "livetiming" / "recordings" / "2024_brazil_sprint.txt"
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
-    records = convert_incrementally(parse_recording(lines), race_id)
-    session = next(r for r in records if isinstance(r, Session))
-    outputs = session_outputs(race_id, records)
+    messages (flags, its own messages, the start and the flag), the events feed the team-radio clips."""
+    session, outputs = _capture_outputs(shared_data, "2024_brazil_sprint", unique_race_id)
     final = [o.item.board for o in outputs if isinstance(o.item, BoardUpdate)][-1]
     assert final.weather is not None
     messages = [o.item.message for o in outputs if isinstance(o.item, RaceEvent) and o.item.type == "RACE_CONTROL"]
-    writer = RedisWriter(redis_url)
-    app = create_app(Settings(redis_url=redis_url), ServingOptions(rate_limit_per_s=0))  # type: ignore[call-arg]
-    errors: list[str] = []
-    ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        with serve_in_thread(app) as url:
-            write_session(writer, session)
-            writer.write([o.item for o in outputs])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.goto(f"{url}/?race={race_id}")
-            page.wait_for_selector("#tower tbody tr:nth-child(20)", timeout=10_000)
-            page.wait_for_selector("#weather:not([hidden])", timeout=10_000)
-            page.wait_for_selector("#rc li.RACE_CONTROL", timeout=10_000)
-            shown = page.evaluate("""() => ({
-                weather: Object.fromEntries([...document.querySelectorAll('#weather dd')].map(
-                    d => [d.dataset.k, d.textContent])),
-                rc: [...document.querySelectorAll('#rc li')].map(
-                    li => [li.className, li.querySelector('.text').textContent]),
-                radio: document.querySelectorAll('#feed li.TEAM_RADIO').length,
-                flag: document.querySelector('#flag').textContent,
-            })""")
-            page.screenshot(path=str(ARTIFACTS / "race-weather-race-control.png"), full_page=True)
-            w = final.weather
-            assert shown["weather"]["air"] == f"{w.air_temp_c:.1f}°C"
-            assert shown["weather"]["track"] == f"{w.track_temp_c:.1f}°C"
-            assert shown["weather"]["rain"] == ("RAIN" if w.rainfall else "dry")
-            rc_texts = [text for kind, text in shown["rc"] if kind == "RACE_CONTROL"]
-            assert set(rc_texts) <= set(messages) and "DRS ENABLED" in rc_texts
-            kinds = {kind for kind, _text in shown["rc"]}
-            assert {"FLAG", "CHEQUERED_FLAG", "RACE_START"} <= kinds
-            assert shown["radio"] > 0 and shown["flag"] == "CHEQUERED"
-            page.close()
-    finally:
-        redis_client.hdel(RACES_KEY, race_id)
-        writer.close()
-    assert not errors, errors
+    with _opened(browser, redis_url, redis_client, session, [o.item for o in outputs]) as (page, _writer):
+        page.wait_for_selector("#weather:not([hidden])", timeout=10_000)
+        page.wait_for_selector("#rc li.RACE_CONTROL", timeout=10_000)
+        shown = page.evaluate("""() => ({
+            weather: Object.fromEntries([...document.querySelectorAll('#weather dd')].map(
+                d => [d.dataset.k, d.textContent])),
+            rc: [...document.querySelectorAll('#rc li')].map(
+                li => [li.className, li.querySelector('.text').textContent]),
+            radio: document.querySelectorAll('#feed li.TEAM_RADIO').length,
+            flag: document.querySelector('#flag').textContent,
+        })""")
+        page.screenshot(path=str(ARTIFACTS / "race-weather-race-control.png"), full_page=True)
+    w = final.weather
+    assert shown["weather"]["air"] == f"{w.air_temp_c:.1f}°C"
+    assert shown["weather"]["track"] == f"{w.track_temp_c:.1f}°C"
+    assert shown["weather"]["rain"] == ("RAIN" if w.rainfall else "dry")
+    rc_texts = [text for kind, text in shown["rc"] if kind == "RACE_CONTROL"]
+    assert set(rc_texts) <= set(messages) and "DRS ENABLED" in rc_texts
+    kinds = {kind for kind, _text in shown["rc"]}
+    assert {"FLAG", "CHEQUERED_FLAG", "RACE_START"} <= kinds
+    assert shown["radio"] > 0 and shown["flag"] == "CHEQUERED"

@@ -23,7 +23,7 @@ import redis
 
 from infra.flow_cli import flow_process
 from schemas.codec import Codec, make_registry_client
-from schemas.model import Control, Lap, Session
+from schemas.model import Control, Lap, Session, Weather
 from schemas.redis_layout import state_key
 from simulator.report import build_report, read_redis
 from simulator.sources.base import codes_of
@@ -102,7 +102,7 @@ def test_a_session_followed_live_ends_as_the_capture_read_whole(
 
     # the records live produced are its recording's, read back by racewire livetiming, id for id
     produced: dict[str, Any] = {}
-    for topic in ("f1.race.session", "f1.timing.lap", "f1.race.control"):
+    for topic in ("f1.race.session", "f1.timing.lap", "f1.race.control", "f1.weather"):
         for r in _consume(kafka_bootstrap, topic, codec, lambda r: r.race_id == live_id):
             assert r.event_id not in produced, f"{r.event_id} produced twice"
             produced[r.event_id] = r
@@ -113,3 +113,4 @@ def test_a_session_followed_live_ends_as_the_capture_read_whole(
     assert sum(isinstance(r, Lap) for r in produced.values()) == len(whole.laps)
     assert sum(isinstance(r, Session) for r in produced.values()) == 1
     assert any(isinstance(r, Control) and r.kind.name == "LAP_DELETED" for r in produced.values())
+    assert sum(isinstance(r, Weather) for r in produced.values()) > 10

@@ -104,6 +104,15 @@ class FeedServer:
             return begin
         return begin + int((time.monotonic() - self.started_at) * self.options.speed * 1e9)
 
+    def subscription_state(self, topics: frozenset[str]) -> dict[str, Any]:
+        """What a subscription's completion carries: the state of ``topics`` now, with the
+        service's clock now as its ``Heartbeat`` (a recording made topic by topic may have none yet;
+        the client reads the service's clock from it)."""
+        snapshot = self.playback.snapshot(topics)
+        if "Heartbeat" in topics:
+            snapshot["Heartbeat"] = {"Utc": feed_timestamp(self.capture_ns())}
+        return snapshot
+
     def start(self) -> None:
         if self.started_at is None:
             self.started_at = time.monotonic()
@@ -217,7 +226,7 @@ class FeedServer:
                         topics -= TOKEN_TOPICS
                     self.start()
                     # snapshot and registration with no await between: no delta is lost or sent twice
-                    snapshot = self.playback.snapshot(topics)
+                    snapshot = self.subscription_state(topics)
                     conn = Connection(websocket, topics)
                     conn.queue.put_nowait((PROTOCOL.encode(CompletionMessage(message.invocation_id, result=snapshot)),
                                            []))

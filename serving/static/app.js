@@ -648,7 +648,9 @@
     li.dataset.id = id || "";
     const text = kind === "commentary" ? data.text : kind === "gap" ? data.message : describe(data);
     const icon = kind === "commentary" ? "MIC" : kind === "gap" ? "GAP" : (ICONS[data.type] || "•");
-    li.innerHTML = `<span class="lap">${data.lap != null ? `L${data.lap}` : ""}</span><span class="icon">${icon}</span><span class="text">${esc(text)}</span>`;
+    // (a session ordered by best lap has no race laps to tell the time by)
+    const lap = data.lap != null && !timed(state.board) ? `L${data.lap}` : "";
+    li.innerHTML = `<span class="lap">${lap}</span><span class="icon">${icon}</span><span class="text">${esc(text)}</span>`;
     if (kind === "commentary") li.classList.add("commentary");
     feed.prepend(li);
     while (feed.children.length > 150) feed.lastChild.remove();
@@ -668,14 +670,20 @@
 
   (async () => {
     const races = await loadRaceList();
+    // a link to a race that has not started yet waits for it (it is not swapped for another race)
     const wanted = params.get("race");
-    const start = races.find((r) => r.race_id === wanted) || races.find((r) => r.status === "live") || races[0];
+    const pick = (list) => (wanted ? list.find((r) => r.race_id === wanted)
+      : list.find((r) => r.status === "live") || list[0]);
+    const start = pick(races);
     if (start) { $("#race-picker").value = start.race_id; openRace(start.race_id); }
-    else setConn("connecting", "waiting for a race");
-    // keep the list fresh; pick up the first race if none was there yet
-    setInterval(async () => {
+    else setConn("connecting", wanted ? `waiting for ${wanted}` : "waiting for a race");
+    // keep the list fresh; open the race once it is there (looked for every 2 s while waiting for it)
+    const refresh = async () => {
       const list = await loadRaceList();
-      if (!state.raceId && list.length) { $("#race-picker").value = list[0].race_id; openRace(list[0].race_id); }
-    }, 10000);
+      const next = state.raceId ? null : pick(list);
+      if (next) { $("#race-picker").value = next.race_id; openRace(next.race_id); }
+      setTimeout(refresh, state.raceId || !wanted ? 10000 : 2000);
+    };
+    setTimeout(refresh, state.raceId || !wanted ? 10000 : 2000);
   })();
 })();

@@ -97,8 +97,9 @@ class RawRecording:
 
 
 def read_raw_recording(path: Path) -> RawRecording:
-    """A recording file whose first line is a snapshot; later snapshots (reconnections) are
-    folded in as one delta per topic. Malformed lines raise :class:`LiveTimingError` naming the line."""
+    """A recording file whose first line is a snapshot (or, in a recording made topic by topic,
+    none: every line is then a delta); later snapshots (reconnections) are folded in as one delta
+    per topic. Malformed lines raise :class:`LiveTimingError` naming the line."""
     recording: RawRecording | None = None
     with path.open(encoding="utf-8-sig") as fh:
         for number, line in enumerate(fh, 1):
@@ -109,9 +110,13 @@ def read_raw_recording(path: Path) -> RawRecording:
             except ValueError as exc:
                 raise LiveTimingError(f"{path}:{number}: not a recording line ({exc})") from exc
             if recording is None:
-                if topic != INIT or not isinstance(data, dict):
-                    raise LiveTimingError(f"{path}:{number}: a recording starts with an '{INIT}' snapshot")
-                recording = RawRecording(ns, data)
+                if topic == INIT and not isinstance(data, dict):
+                    raise LiveTimingError(f"{path}:{number}: the '{INIT}' snapshot is not an object of topics")
+                # a recording made topic by topic (each topic's full state first, marked _kf) has no
+                # snapshot line: its state at any instant is made of the lines up to it
+                recording = RawRecording(ns, data if topic == INIT else {})
+                if topic != INIT:
+                    recording.deltas.append((ns, topic, data))
             elif topic == INIT and isinstance(data, dict):
                 recording.deltas.extend((ns, name, value) for name, value in data.items())
             else:

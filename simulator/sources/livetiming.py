@@ -514,9 +514,9 @@ class FeedConverter:
         except (KeyError, ValueError):
             return
         lap = self._leader_lap()
+        text = f"Track status {status}" if self.session_kind.timed else f"Track status {status} on lap {lap}"
         self.controls.append(Control(f"{self.race_id}:track:{t}:{status}", self.race_id, t,
-                                     ControlKind.TRACK_STATUS, f"Track status {status} on lap {lap}",
-                                     track_status=status, lap=lap))
+                                     ControlKind.TRACK_STATUS, text, track_status=status, lap=lap))
 
     def _leader_lap(self) -> int:
         return max((c.laps for c in self.cars.values()), default=0) + 1

@@ -36,3 +36,12 @@ def test_a_frame_carries_the_laps_it_completes(tmp_path: Path) -> None:
     [(frame, laps)] = asyncio.run(run())  # type: ignore[misc]
     assert laps == [(1, 1), (1, 2)]
     assert frame.count("\x1e") == 3 and frame.count('"target": "feed"') == 3
+
+
+def test_a_subscription_carries_the_services_clock_as_its_heartbeat() -> None:
+    """A recording made topic by topic has no Heartbeat at its start: the snapshot still carries
+    the service's clock at that instant, as the real service's does, and only the topics asked for."""
+    server = FeedServer(_recording(), Options(from_s=15))
+    state = server.subscription_state(frozenset({"Heartbeat", "LapCount"}))
+    assert state == {"Heartbeat": {"Utc": "1970-01-01T00:00:15Z"}, "LapCount": {"CurrentLap": 1}}
+    assert "Heartbeat" not in server.subscription_state(frozenset({"LapCount"}))

@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import math
+import socket
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -514,6 +515,13 @@ def test_cli_without_a_broker_says_what_to_do(
 ) -> None:
     monkeypatch.delenv("RACEWIRE_KAFKA_BOOTSTRAP", raising=False)
     monkeypatch.delenv("RACEWIRE_SCHEMA_REGISTRY_URL", raising=False)
+    # nor an embedded broker of `racewire up` that may run on this machine's default ports
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    monkeypatch.setenv("RACEWIRE_KAFKA_PORT", str(port))
+    monkeypatch.setenv("RACEWIRE_REGISTRY_PORT", str(port))
     assert synthetic.run(_args("--laps", "1")) == 2
     err = capsys.readouterr().err
     assert "--bootstrap" in err and "RACEWIRE_KAFKA_BOOTSTRAP" in err and "--dry-run" in err

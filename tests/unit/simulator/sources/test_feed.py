@@ -49,10 +49,16 @@ def test_a_recording_read_as_sent_folds_later_snapshots_into_deltas(tmp_path: Pa
     assert rec.deltas == [(2, "LapCount", {"CurrentLap": 2}), (3, "LapCount", {"CurrentLap": 4})]
 
 
-def test_a_recording_must_start_with_a_snapshot(tmp_path: Path) -> None:
+def test_a_recording_made_topic_by_topic_has_no_snapshot_line_and_bad_lines_are_named(tmp_path: Path) -> None:
     path = tmp_path / "r.txt"
-    path.write_text(recording_line(1, "LapCount", {"CurrentLap": 1}) + "\n")
-    with pytest.raises(LiveTimingError, match=r"r.txt:1: a recording starts with an 'init' snapshot"):
+    path.write_text(recording_line(1, "LapCount", {"CurrentLap": 1, "_kf": True}) + "\n"
+                    + recording_line(2, "LapCount", {"CurrentLap": 2}) + "\n")
+    rec = read_raw_recording(path)
+    assert rec.start_ns == 1 and rec.snapshot == {}
+    assert [d[:2] for d in rec.deltas] == [(1, "LapCount"), (2, "LapCount")]
+    assert Playback(rec).advance(1) and Playback(rec).snapshot() == {}
+    path.write_text("1:init:[]\n")
+    with pytest.raises(LiveTimingError, match=r"r.txt:1: the 'init' snapshot is not an object of topics"):
         read_raw_recording(path)
     path.write_text("1:init:{}\nbroken line\n")
     with pytest.raises(LiveTimingError, match=r"r.txt:2: not a recording line"):

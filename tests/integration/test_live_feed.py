@@ -116,6 +116,30 @@ def test_live_records_the_session_as_the_service_sends_it(shared_data: Path, fee
     assert _result(record) == _result(capture)
 
 
+def test_a_qualifying_recorded_topic_by_topic_is_followed_with_its_own_clock(
+        shared_data: Path, feed_server: Any, tmp_path: Path) -> None:
+    """The 2025 Dutch qualifying capture was recorded topic by topic (no snapshot line): played at
+    200x and followed live, its recording keeps the service's clock (the stamps move with the
+    session; the snapshot's Heartbeat gives the clock before any delta), and the recording read back
+    is the session: three parts and the official order with PIA on pole."""
+    from dataflows.race.qualifying import classification, standings
+    from simulator.sources.livetiming import FeedConverter, read_capture
+
+    capture = shared_data / "livetiming" / "recordings" / "2025_dutch_qualifying.txt"
+    record = tmp_path / "live.txt"
+    _live(feed_server(capture, "--speed", "200"), record, timeout=120)
+    got = _lines(record)
+    assert got[0][1] == INIT and "Heartbeat" in got[0][2]
+    span_s = (got[-1][0] - got[0][0]) / 1e9
+    assert span_s > 3000, f"the recording spans {span_s:.0f} s of the session's clock"  # ~78 min
+    conv = FeedConverter("q")
+    conv.feed_all(read_capture(record))
+    assert [p.number for p in conv.parts] == [1, 2, 3]
+    table = standings(conv.qualifying_laps(), conv.parts, sorted(conv.cars))
+    order = [conv.code(s.driver) for s in classification(table)]
+    assert order[:4] == ["PIA", "NOR", "VER", "HAD"] and order[-1] == "STR"
+
+
 def _z(value: Any) -> str:
     raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     return base64.b64encode(raw.compress(json.dumps(value).encode()) + raw.flush()).decode()

@@ -29,7 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+# (feed_time_ns, the service's timestamps, lives in livetiming so that the converter reads them too)
 from simulator.sources.livetiming import LiveTimingError, merge
+from simulator.sources.livetiming import feed_time_ns as feed_time_ns
 
 HUB_PATH = "/signalrcore"
 #: every topic racewire subscribes to
@@ -52,23 +54,6 @@ def feed_timestamp(ns: int) -> str:
     '2024-11-02T13:47:14.936487Z'
     """
     return datetime.fromtimestamp(ns // 1000 / 1e6, UTC).isoformat().replace("+00:00", "Z")
-
-
-def feed_time_ns(text: Any) -> int | None:
-    """The instant (unix ns, to the microsecond) of a feed timestamp; ``None`` when it is not one.
-
-    >>> feed_time_ns("2024-11-02T13:47:14.8693925Z"), feed_time_ns("soon")
-    (1730555234869392000, None)
-    """
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (int(moment.timestamp()) * 1_000_000 + moment.microsecond) * 1000
 
 
 def recording_line(ns: int, topic: str, data: Any) -> str:

@@ -280,6 +280,23 @@ def time_ms(text: Any) -> int | None:
     return round((int(m.group(1) or 0) * 60 + float(m.group(2))) * 1000)
 
 
+def feed_time_ns(text: Any) -> int | None:
+    """The instant (unix ns, to the microsecond) of a feed timestamp; ``None`` when it is not one.
+
+    >>> feed_time_ns("2024-11-02T13:47:14.8693925Z"), feed_time_ns("soon")
+    (1730555234869392000, None)
+    """
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (int(moment.timestamp()) * 1_000_000 + moment.microsecond) * 1000
+
+
 def clock_ms(text: Any) -> int | None:
     """``"01:02:03"`` (h:m:s, the session clock) → ms; junk → ``None``.
 
@@ -462,13 +479,8 @@ class FeedConverter:
         if self.clock_sent == (remaining, running):
             return
         self.clock_sent = (remaining, running)
-        at = ts
-        try:
-            utc = int(datetime.fromisoformat(str(doc.get("Utc")).replace("Z", "+00:00")).timestamp() * 1000)
-            if abs(utc - ts) < 60_000:
-                at = utc
-        except ValueError:
-            pass
+        utc = feed_time_ns(doc.get("Utc"))
+        at = utc // 1_000_000 if utc is not None and abs(utc // 1_000_000 - ts) < 60_000 else ts
         t = self._session_ms(at)
         self.controls.append(Control(
             f"{self.race_id}:clock:{t}:{remaining}", self.race_id, t, ControlKind.CLOCK,
@@ -544,13 +556,8 @@ class FeedConverter:
             self.radio_seen.add(str(path))
             if self.t0 is None or (m.full and not self.following) or number not in self.cars:
                 continue  # before the start, or from before a late join
-            at = m.ts_ms
-            try:
-                utc = int(datetime.fromisoformat(str(clip.get("Utc")).replace("Z", "+00:00")).timestamp() * 1000)
-                if 0 <= m.ts_ms - utc < 600_000:
-                    at = utc
-            except ValueError:
-                pass
+            utc = feed_time_ns(clip.get("Utc"))
+            at = utc // 1_000_000 if utc is not None and 0 <= m.ts_ms - utc // 1_000_000 < 600_000 else m.ts_ms
             t = self._session_ms(at)
             self.controls.append(Control(f"{self.race_id}:radio:{path}", self.race_id, t, ControlKind.TEAM_RADIO,
                                          f"Team radio: {self.code(number)}", driver_number=number,

@@ -6,9 +6,10 @@ cheap."""
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 from typing import Any
+
+from dataflows.connectors.topics import bootstrap_open
 
 
 def parse_speed(text: str) -> float | None:
@@ -69,8 +70,5 @@ def kafka_target(args: argparse.Namespace, command: str) -> tuple[str, str, Any]
 
 def embedded(host: str, port: int) -> str | None:
     """``host:port`` when something listens there (an embedded service of ``racewire up``), else None."""
-    try:
-        with socket.create_connection((host, port), timeout=0.3):
-            return f"{host}:{port}"
-    except OSError:
-        return None
+    address = f"{host}:{port}"
+    return address if bootstrap_open(address, 0.3) else None

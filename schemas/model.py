@@ -93,6 +93,10 @@ class SessionKind(StrEnum):
         """Run in knock-out parts (Q1-Q3, SQ1-SQ3)."""
         return self in (SessionKind.QUALIFYING, SessionKind.SPRINT_QUALIFYING)
 
+    def part_name(self, part: int) -> str:
+        """What the timing screens call a part: Q2, or SQ2 in sprint qualifying."""
+        return f"{'SQ' if self is SessionKind.SPRINT_QUALIFYING else 'Q'}{part}"
+
 
 class EventType(StrEnum):
     OVERTAKE = "OVERTAKE"

@@ -66,10 +66,9 @@ def build_report(
                               "passed": code(e["other_driver_number"]), "kind": e["overtake_kind"]})
     kind = SessionKind(state.get("session_type") or "RACE")
     if kind.timed:  # ordered by best lap: the tower is the classification
-        part = "SQ" if kind is SessionKind.SPRINT_QUALIFYING else "Q"
         classification = [
             {"position": r["position"], "driver": code(r["driver_number"]), "laps": r["laps"],
-             "status": f"OUT {part}{r['knocked_out']}" if r.get("knocked_out") else "",
+             "status": f"OUT {kind.part_name(r['knocked_out'])}" if r.get("knocked_out") else "",
              "best_lap_ms": r.get("best_lap_ms")}
             for r in state.get("rows") or []
         ]

@@ -58,6 +58,7 @@ def standings(state: RaceState) -> list[qualifying.Standing]:
 
 
 def _status(state: RaceState, n: int) -> CarStatus:
+    """A car's state on the live tower: took the flag, retired, in the pit lane, running."""
     if n in state.finished:
         return CarStatus.FINISHED
     if state.timing.cars[n].retired_ms is not None:
@@ -95,16 +96,10 @@ def leaderboard(state: RaceState, reason: str = "timing") -> Leaderboard:
         info, tc = state.cars[n], timing.cars[n]
         gap_ms, gap_laps, int_ms, int_laps = figures[i]
         progress = state.live.progress.get(n, float(tc.laps))
-        if n in finished:
-            status = CarStatus.FINISHED
-        elif tc.retired_ms is not None:
-            status = CarStatus.RETIRED
+        status = _status(state, n)
+        if status is CarStatus.RETIRED:
             # where it stopped: from its own (ordered) samples, whatever else arrived when
             progress = max(float(tc.laps), info.telemetry_progress)
-        elif info.in_pit:
-            status = CarStatus.PIT
-        else:
-            status = CarStatus.RUNNING
         rows.append(LeaderboardRow(
             position=i + 1, driver_number=n, code=info.driver.code, team=info.driver.team,
             team_colour=info.driver.team_colour, laps=tc.laps,

@@ -430,10 +430,9 @@ class FeedConverter:
         """A qualifying part started or its flag fell (only a knock-out session has parts)."""
         if not self.session_kind.knockout:
             return
-        prefix = "SQ" if self.session_kind is SessionKind.SPRINT_QUALIFYING else "Q"
         what = "starts" if kind is ControlKind.PART_START else "ends"
         self.controls.append(Control(f"{self.race_id}:part:{part}:{kind.lower()}", self.race_id, t, kind,
-                                     f"{prefix}{part} {what}", part=part))
+                                     f"{self.session_kind.part_name(part)} {what}", part=part))
 
     def _on_WeatherData(self, m: FeedMessage) -> None:
         if self.t0 is not None:

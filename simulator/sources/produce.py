@@ -31,7 +31,7 @@ from typing import Any
 
 from dataflows.connectors.producer import ProducerOptions, ResilientProducer
 from schemas.codec import Codec
-from schemas.model import Control, InputRecord, Lap, Session, Telemetry, Weather
+from schemas.model import INPUT_TYPES, Control, InputRecord, Lap, Session, Telemetry, Weather
 from simulator.sources.base import Source, record_ts
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,7 @@ def _produce(
         options = replace(options, topics=tuple(topics_prefix + t for t in options.topics))
     producer = ResilientProducer({**THROUGHPUT_CONFIG, **paced, **producer_config}, options, name=name)
     counts: Counter[str] = Counter()
-    topics = {
-        cls: topics_prefix + cls.TOPIC for cls in (Session, Lap, Telemetry, Control, Weather)
-    }
+    topics = {cls: topics_prefix + topic for topic, cls in INPUT_TYPES.items()}
     produce = producer.produce
     try:
         start = time.monotonic()
